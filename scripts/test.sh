@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Quick start, part 2: install what is missing, build, and run every test:
+# C unit tests and black-box tests on a normal build, then the whole suite
+# again on an ASan+UBSan build. Ends with a "N passed, N failed" summary.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/deps.sh || exit 1
+if ! mountpoint -q /sys/fs/bpf 2>/dev/null; then mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true; fi
+
+jobs=$(nproc)
+passed=0
+failed=0
+failures=()
+log=$(mktemp -d /tmp/oneshield-test.XXXXXX)
+
+run_suite() { # name build-dir make-args...
+    local name=$1 dir=$2; shift 2
+    echo "=== $name: build"
+    if ! make -s -j"$jobs" BUILD="$dir" "$@" all unit; then
+        failed=$((failed + 1)); failures+=("$name: build"); return
+    fi
+    echo "=== $name: unit tests"
+    for t in "$dir"/tests/test_*; do
+        if "$t" >"$log/$(basename "$t").$name.log" 2>&1; then
+            n=$(grep -c '^\[       OK \]' "$log/$(basename "$t").$name.log")
+            passed=$((passed + n))
+            echo "ok   $(basename "$t") ($n)"
+        else
+            n=$(grep -c '^\[  FAILED  \] test_' "$log/$(basename "$t").$name.log" || true)
+            [ "$n" -gt 0 ] || n=1
+            failed=$((failed + n)); failures+=("$name: $(basename "$t")")
+            echo "FAIL $(basename "$t")"; cat "$log/$(basename "$t").$name.log"
+        fi
+    done
+    echo "=== $name: black-box tests"
+    local out="$log/pytest.$name.log"
+    AGENT_BIN="$PWD/$dir/oneshield-agent" SIM_BIN="$PWD/$dir/onepanel-sim" \
+        /usr/bin/python3 -m pytest -q -p no:cacheprovider -o junit_family=xunit2 \
+        --junitxml="$log/junit.$name.xml" tests/e2e ${PYTEST_ARGS:-} 2>&1 | tee "$out"
+    local p f
+    p=$(grep -oE '[0-9]+ passed' "$out" | tail -1 | cut -d' ' -f1)
+    f=$(grep -oE '[0-9]+ (failed|error)' "$out" | awk '{s+=$1} END {print s+0}')
+    passed=$((passed + ${p:-0}))
+    if [ "${f:-0}" -gt 0 ] || [ -z "$p" ]; then
+        failed=$((failed + ${f:-1})); failures+=("$name: pytest")
+    fi
+}
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+run_suite "default" build
+if [ "${SKIP_ASAN:-0}" != 1 ]; then
+    run_suite "asan" build-asan SAN=1
+fi
+
+echo
+echo "==== summary: $passed passed, $failed failed"
+for f in "${failures[@]}"; do echo "  failed: $f"; done
+[ "$failed" -eq 0 ]

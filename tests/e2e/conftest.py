@@ -1,0 +1,277 @@
+"""Fixtures for black-box tests: the real agent, the onepanel simulator,
+real nginx, and an SSE client. Every wait is a poll with a deadline."""
+import http.client
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AGENT_BIN = os.environ.get("AGENT_BIN", os.path.join(ROOT, "build", "oneshield-agent"))
+SIM_BIN = os.environ.get("SIM_BIN", os.path.join(ROOT, "build", "onepanel-sim"))
+DEADLINE = float(os.environ.get("TEST_DEADLINE", "20"))
+
+
+def wait_for(pred, timeout=DEADLINE, what="condition", interval=0.02):
+    """Poll pred() until it returns a truthy value; fail after timeout."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class LogFile:
+    """Collects a process's stderr in a thread, so tests can wait for lines."""
+
+    def __init__(self, stream):
+        self.lines = []
+        self.lock = threading.Lock()
+        self.t = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self.t.start()
+
+    def _run(self, stream):
+        for raw in iter(stream.readline, b""):
+            with self.lock:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def text(self):
+        with self.lock:
+            return "\n".join(self.lines)
+
+    def wait_line(self, pattern, timeout=DEADLINE):
+        rx = re.compile(pattern)
+
+        def find():
+            with self.lock:
+                for ln in self.lines:
+                    m = rx.search(ln)
+                    if m:
+                        return m
+            return None
+
+        return wait_for(find, timeout, f"log line /{pattern}/")
+
+
+class Agent:
+    def __init__(self, tmp_path, config_text, extra_args=()):
+        self.dir = tmp_path
+        self.config_path = os.path.join(str(tmp_path), "agent.yaml")
+        with open(self.config_path, "w") as f:
+            f.write(config_text)
+        self.proc = subprocess.Popen([AGENT_BIN, "-c", self.config_path, "-v", *extra_args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = LogFile(self.proc.stderr)
+        m = self.log.wait_line(r"REST API listening on http://([0-9.]+):(\d+)")
+        self.base = f"http://{m.group(1)}:{m.group(2)}"
+        self.port = int(m.group(2))
+
+    def get(self, path, **kw):
+        return requests.get(self.base + path, timeout=10, **kw)
+
+    def events(self, after=0, types=None):
+        params = {"after": after}
+        if types:
+            params["type"] = ",".join(types)
+        r = self.get("/v1/events", params=params)
+        assert r.status_code == 200, r.text
+        return r.json()["events"]
+
+    def wait_event(self, etype, after=0, pred=lambda e: True, timeout=DEADLINE):
+        def find():
+            for e in self.events(after=after, types=[etype]):
+                if pred(e):
+                    return e
+            return None
+        return wait_for(find, timeout, f"event {etype}")
+
+    def last_seq(self):
+        return self.get("/v1/status").json()["events"]["last_seq"]
+
+    def stop(self, sig=signal.SIGTERM, timeout=DEADLINE):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("agent did not exit after SIGTERM:\n" + self.log.text())
+
+
+class Sim:
+    """The onepanel simulator, run in the foreground in its own directory."""
+
+    def __init__(self, tmp_path, name="sim", workers=1, access_rate=0, error_rate=0, extra=""):
+        self.dir = os.path.join(str(tmp_path), name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.access_log = os.path.join(self.dir, "access.log")
+        self.error_log = os.path.join(self.dir, "error.log")
+        self.pid_file = os.path.join(self.dir, "onepanel.pid")
+        self.control = os.path.join(self.dir, "control")
+        self.conf = os.path.join(self.dir, "onepanel.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"listen 127.0.0.1:0;\npid_file {self.pid_file};\naccess_log {self.access_log};\n"
+                    f"error_log {self.error_log};\nworkers {workers};\naccess_rate {access_rate};\n"
+                    f"error_rate {error_rate};\ncontrol_file {self.control};\n{extra}")
+        self.proc = None
+
+    def start(self):
+        if os.path.exists(self.error_log):
+            os.unlink(self.error_log)
+        self.proc = subprocess.Popen([SIM_BIN, "-c", self.conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(lambda: os.path.exists(self.error_log) and "listening on" in open(self.error_log).read(),
+                 what="simulator listening")
+        return self.proc.pid
+
+    def command(self, text):
+        with open(self.control, "w") as f:
+            f.write(text + "\n")
+
+    def kill(self, sig=signal.SIGKILL):
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=DEADLINE)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def agent_yaml(onepanel=None, extra=""):
+    """An agent config on ephemeral ports; onepanel is a dict of YAML lines."""
+    out = []
+    if onepanel:
+        out.append("onepanel:")
+        for k, v in onepanel.items():
+            out.append(f"  {k}: {v}")
+    out.append("api:")
+    out.append(f"  rest_listen: 127.0.0.1:{free_port()}")
+    out.append("  grpc_listen: off")
+    out.append("metrics:")
+    out.append("  interval: 200ms")
+    return "\n".join(out) + "\n" + extra
+
+
+def sim_onepanel(sim):
+    return {
+        "binary": SIM_BIN,
+        "config_file": sim.conf,
+        "allowed_dirs": f"[{sim.dir}]",
+        "validate_command": f"\"{SIM_BIN} -t -c {{config}}\"",
+        "access_logs": f"[{{ path: {sim.access_log}, format: combined }}]",
+        "error_logs": f"[{{ path: {sim.error_log} }}]",
+    }
+
+
+class SSE:
+    """A streaming client for /v1/events/stream; events land in a queue."""
+
+    def __init__(self, port, path="/v1/events/stream", headers=None):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        self.conn.request("GET", path, headers=headers or {})
+        self.resp = self.conn.getresponse()
+        self.status = self.resp.status
+        self.q = queue.Queue()
+        self.closed = threading.Event()
+        self.comments = 0
+        if self.status == 200:
+            threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        ev = {}
+        try:
+            while True:
+                line = self.resp.readline()
+                if not line:
+                    break
+                line = line.decode().rstrip("\n")
+                if line == "":
+                    if "data" in ev:
+                        self.q.put({"id": int(ev["id"]), "event": ev["event"], "data": json.loads(ev["data"])})
+                    ev = {}
+                elif line.startswith(":"):
+                    self.comments += 1
+                else:
+                    k, _, v = line.partition(": ")
+                    ev[k] = v
+        except Exception:  # closed under us by close(); the stream is over
+            pass
+        self.closed.set()
+
+    def next(self, timeout=DEADLINE):
+        try:
+            return self.q.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no SSE event within {timeout}s")
+
+    def wait_type(self, etype, timeout=DEADLINE):
+        end = time.monotonic() + timeout
+        seen = []
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {etype} on the stream; saw {[e['event'] for e in seen]}")
+            e = self.next(left)
+            seen.append(e)
+            if e["event"] == etype:
+                return e, seen
+
+    def close(self):
+        try:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.conn.close()
+
+
+@pytest.fixture
+def sim(tmp_path):
+    s = Sim(tmp_path)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def agents():
+    started = []
+
+    def make(tmp_path, config_text, extra_args=()):
+        a = Agent(tmp_path, config_text, extra_args)
+        started.append(a)
+        return a
+
+    yield make
+    for a in started:
+        if a.proc.poll() is None:
+            a.proc.kill()
+            a.proc.wait()
+
+
+def have(cmd):
+    return shutil.which(cmd) is not None

@@ -1,0 +1,141 @@
+#include "agent.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "journal.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "onepanel.h"
+#include "procfs.h"
+#include "rest.h"
+
+static void iso_time(double unix_s, char *out, size_t len)
+{
+	time_t t = (time_t)unix_s;
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+cJSON *agent_status_json(const struct agent *a)
+{
+	cJSON *o = cJSON_CreateObject();
+	if (!o)
+		return NULL;
+	char ts[40], host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	cJSON_AddStringToObject(o, "version", OS_VERSION);
+	cJSON_AddStringToObject(o, "hostname", host);
+	cJSON_AddNumberToObject(o, "pid", getpid());
+	iso_time(a->started_unix, ts, sizeof(ts));
+	cJSON_AddStringToObject(o, "started_at", ts);
+	cJSON_AddNumberToObject(o, "uptime_seconds", (double)(loop_now_ms() - a->started_mono_ms) / 1000.0);
+	cJSON_AddStringToObject(o, "mode", a->mode);
+	cJSON_AddStringToObject(o, "config_path", a->cfg->path ? a->cfg->path : "");
+
+	struct onepanel_state st;
+	onepanel_get_state(a->onepanel, &st);
+	cJSON *op = cJSON_AddObjectToObject(o, "onepanel");
+	cJSON_AddBoolToObject(op, "configured", st.configured);
+	cJSON_AddStringToObject(op, "state", !st.configured ? "not_configured" : st.running ? "running" : "stopped");
+	if (st.running) {
+		cJSON_AddNumberToObject(op, "pid", st.pid);
+		cJSON_AddStringToObject(op, "exe", st.exe);
+		iso_time(st.start_time, ts, sizeof(ts));
+		cJSON_AddStringToObject(op, "started_at", ts);
+	}
+	if (st.configured) {
+		iso_time(st.since, ts, sizeof(ts));
+		cJSON_AddStringToObject(op, "since", ts);
+		cJSON_AddNumberToObject(op, "restarts", (double)st.restarts);
+		cJSON_AddStringToObject(op, "tracking", st.tracking);
+		if (a->cfg->onepanel.binary)
+			cJSON_AddStringToObject(op, "binary", a->cfg->onepanel.binary);
+		if (a->cfg->onepanel.config_file)
+			cJSON_AddStringToObject(op, "config_file", a->cfg->onepanel.config_file);
+	}
+	if (st.has_last_exit) {
+		cJSON *le = cJSON_AddObjectToObject(op, "last_exit");
+		if (st.last_exit_signal)
+			cJSON_AddNumberToObject(le, "signal", st.last_exit_signal);
+		else
+			cJSON_AddNumberToObject(le, "exit_code", st.last_exit_code);
+	}
+
+	cJSON *ev = cJSON_AddObjectToObject(o, "events");
+	cJSON_AddNumberToObject(ev, "first_seq", (double)journal_first_seq(a->journal));
+	cJSON_AddNumberToObject(ev, "last_seq", (double)journal_last_seq(a->journal));
+	cJSON_AddNumberToObject(ev, "capacity", (double)journal_capacity(a->journal));
+	cJSON_AddNumberToObject(ev, "lost_by_subscribers", (double)a->events_lost_subscribers);
+
+	cJSON *m = cJSON_AddObjectToObject(o, "metrics");
+	cJSON_AddNumberToObject(m, "interval_seconds", (double)a->cfg->metrics.interval_ms / 1000.0);
+	cJSON_AddNumberToObject(m, "collections", (double)a->collections);
+	cJSON_AddNumberToObject(m, "last_collect_seconds", a->last_collect_seconds);
+	cJSON_AddNumberToObject(m, "series", a->snapshot ? (double)metrics_sample_count(a->snapshot) : 0);
+
+	cJSON *api = cJSON_AddObjectToObject(o, "api");
+	cJSON_AddStringToObject(api, "rest_listen", a->cfg->api.rest_listen ? a->cfg->api.rest_listen : "off");
+	return o;
+}
+
+static void collect_self(struct agent *a, struct metrics *m)
+{
+	struct proc_info pi;
+	metrics_declare(m, "oneshield_agent_info", MT_GAUGE, "Agent version and mode; always 1.");
+	metrics_add(m, "oneshield_agent_info", 1, "version", OS_VERSION, "mode", a->mode, NULL);
+	metrics_declare(m, "oneshield_agent_start_time_seconds", MT_GAUGE, "Start time of the agent, unix seconds.");
+	metrics_add(m, "oneshield_agent_start_time_seconds", a->started_unix, NULL);
+	if (procfs_read_proc("/proc", getpid(), &pi) == 0) {
+		metrics_declare(m, "oneshield_agent_cpu_seconds_total", MT_COUNTER, "CPU time used by the agent by mode.");
+		metrics_add(m, "oneshield_agent_cpu_seconds_total", pi.cpu_user_seconds, "mode", "user", NULL);
+		metrics_add(m, "oneshield_agent_cpu_seconds_total", pi.cpu_system_seconds, "mode", "system", NULL);
+		metrics_declare(m, "oneshield_agent_resident_memory_bytes", MT_GAUGE, "Resident set size of the agent.");
+		metrics_add(m, "oneshield_agent_resident_memory_bytes", (double)pi.rss_bytes, NULL);
+		if (pi.open_fds >= 0) {
+			metrics_declare(m, "oneshield_agent_open_fds", MT_GAUGE, "Open file descriptors of the agent.");
+			metrics_add(m, "oneshield_agent_open_fds", (double)pi.open_fds, NULL);
+		}
+	}
+	metrics_declare(m, "oneshield_agent_events_total", MT_COUNTER, "Events journaled, by type.");
+	for (int t = 1; t < EV__COUNT; t++)
+		metrics_add(m, "oneshield_agent_events_total",
+			    (double)journal_count_by_type(a->journal, (enum event_type)t), "type",
+			    event_type_name((enum event_type)t), NULL);
+	metrics_declare(m, "oneshield_agent_events_lost_total", MT_COUNTER,
+			"Events skipped by stream subscribers that fell behind the journal.");
+	metrics_add(m, "oneshield_agent_events_lost_total", (double)a->events_lost_subscribers, NULL);
+	metrics_declare(m, "oneshield_agent_event_stream_clients", MT_GAUGE, "Open REST event streams (SSE).");
+	metrics_add(m, "oneshield_agent_event_stream_clients", (double)rest_sse_clients(a->rest), NULL);
+	metrics_declare(m, "oneshield_agent_config_reloads_total", MT_COUNTER, "Agent config reloads by result.");
+	metrics_add(m, "oneshield_agent_config_reloads_total", (double)a->config_reloads, "result", "success", NULL);
+	metrics_add(m, "oneshield_agent_config_reloads_total", (double)a->config_reload_failures, "result", "failure",
+		    NULL);
+	metrics_declare(m, "oneshield_agent_collect_duration_seconds", MT_GAUGE,
+			"Time the previous metric collection took.");
+	metrics_add(m, "oneshield_agent_collect_duration_seconds", a->last_collect_seconds, NULL);
+}
+
+int agent_collect(struct agent *a)
+{
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct metrics *m = metrics_new();
+	if (!m)
+		return -1;
+	procfs_collect_host(m, "/proc");
+	onepanel_collect(a->onepanel, m);
+	collect_self(a, m);
+	metrics_free(a->snapshot);
+	a->snapshot = m;
+	a->collections++;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	a->last_collect_seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+	return 0;
+}

@@ -1,0 +1,44 @@
+/* The agent's state, owned by the core loop's thread.
+ *
+ * main.c builds it, the modules borrow it: REST (and later gRPC requests
+ * relayed to the loop) read it only from the loop's thread, so nothing here
+ * is locked. The metric snapshot is rebuilt whole at every interval and
+ * swapped in, so readers always see one complete collection. */
+#ifndef OS_AGENT_H
+#define OS_AGENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct agent_config;
+struct cJSON;
+struct journal;
+struct loop;
+struct metrics;
+struct onepanel;
+struct rest;
+
+struct agent {
+	struct agent_config *cfg;
+	const char *config_path;  /* as given on the command line */
+	struct loop *loop;
+	struct journal *journal;
+	struct onepanel *onepanel;
+	struct rest *rest;
+	struct metrics *snapshot; /* last complete collection, never NULL once started */
+	const char *mode;         /* "procfs" (no eBPF) or "ebpf" */
+	double started_unix;
+	uint64_t started_mono_ms;
+	uint64_t collections;
+	double last_collect_seconds;
+	uint64_t events_lost_subscribers; /* events skipped by slow stream readers */
+	uint64_t config_reloads, config_reload_failures;
+	bool stopping;
+};
+
+/* GET /v1/status body (and the gRPC Status later). */
+struct cJSON *agent_status_json(const struct agent *a);
+/* Build a fresh snapshot (host, onepanel, agent) and swap it in. */
+int agent_collect(struct agent *a);
+
+#endif

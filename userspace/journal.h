@@ -1,0 +1,50 @@
+/* The event journal: a bounded ring of the last N events, by sequence number.
+ *
+ * Sequence numbers start at 1 and every appended event takes the next one, so
+ * a reader that sees a gap knows it lost events. Readers are cursors, not
+ * registered queues: the journal never waits for anybody, and a reader that
+ * falls behind the ring finds out on its next read, as one EVENTS_LOST marker
+ * naming the exact range it missed. Listeners are told after each append so
+ * streaming endpoints can wake their suspended connections.
+ *
+ * Ownership: journal_append takes the event; events stay valid until evicted
+ * (the next capacity appends), so callers must not keep pointers across a
+ * return to the loop. Markers handed out by journal_next belong to the caller. */
+#ifndef OS_JOURNAL_H
+#define OS_JOURNAL_H
+
+#include <stdint.h>
+
+#include "event.h"
+
+struct journal;
+
+struct journal_cursor {
+	uint64_t next;      /* next seq to deliver */
+	uint64_t type_mask; /* bit t set = deliver type t; 0 = all */
+};
+
+typedef void (*journal_listener_fn)(void *arg, const struct event *e);
+
+struct journal *journal_new(size_t capacity);
+void journal_free(struct journal *j);                  /* accepts NULL */
+/* Takes e (also on failure). Returns its seq. */
+uint64_t journal_append(struct journal *j, struct event *e);
+uint64_t journal_first_seq(const struct journal *j); /* oldest kept; last+1 when empty */
+uint64_t journal_last_seq(const struct journal *j);  /* 0 before the first event */
+size_t journal_capacity(const struct journal *j);
+const struct event *journal_get(const struct journal *j, uint64_t seq);
+uint64_t journal_count_by_type(const struct journal *j, enum event_type t); /* appended since start */
+
+/* Position a cursor for "events after seq after" (0 = from the oldest kept).
+ * A value beyond the last seq (a client resuming against a restarted agent)
+ * is clamped so the reader gets the new events rather than silence. */
+void journal_cursor_init(const struct journal *j, struct journal_cursor *c, uint64_t after, uint64_t type_mask);
+/* Next deliverable item: returns 1 with *ev set (a journal event, do not free)
+ * or *marker set (a lost marker, caller frees), 0 when the reader is caught up. */
+int journal_next(const struct journal *j, struct journal_cursor *c, const struct event **ev, struct event **marker);
+
+int journal_add_listener(struct journal *j, journal_listener_fn fn, void *arg);
+void journal_remove_listener(struct journal *j, journal_listener_fn fn, void *arg);
+
+#endif

@@ -1,0 +1,290 @@
+/* oneshield-agent: entry point, signals, and the agent's own config reload.
+ *
+ * Start-up order matters to users: the config is checked first (a refused
+ * config exits non-zero before anything listens), then the listeners, then
+ * AGENT_START_MESSAGE, and only then is onepanel looked for, so its FOUND
+ * event follows AGENT_START in the journal. Shutdown mirrors it:
+ * AGENT_STOP_MESSAGE is journaled, streams get it and end, then everything is
+ * torn down. Signals arrive through a signalfd in the core loop; no work is
+ * done in signal context. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+
+#include "agent.h"
+#include "config.h"
+#include "event.h"
+#include "journal.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "onepanel.h"
+#include "rest.h"
+
+#define DRAIN_MS 2000
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: oneshield-agent [-c FILE] [-t] [-v] [--version] [--help]\n"
+		"\n"
+		"  -c, --config FILE   agent configuration (default %s;\n"
+		"                      when that default is absent, built-in defaults are used)\n"
+		"  -t, --test          check the configuration and exit (0 = valid)\n"
+		"  -v, --verbose       debug logging\n"
+		"      --version       print the version and exit\n"
+		"  -h, --help          this text\n"
+		"\n"
+		"Signals: TERM/INT shut down cleanly (exit 0); HUP reloads the configuration\n"
+		"(the running one stays if the new one is invalid).\n",
+		CONFIG_DEFAULT_PATH);
+}
+
+static struct agent A;
+static int exit_code;
+
+static void collect_tick(void *arg)
+{
+	agent_collect(arg);
+}
+
+static struct loop_timer *collect_timer;
+
+static void emit(enum event_type t, enum event_level lvl, const char *msg, const char *key, const char *val)
+{
+	struct event *e = event_new(t, lvl, "%s", msg);
+	if (!e)
+		return;
+	e->pid = getpid();
+	if (key)
+		event_set_field(e, key, "%s", val);
+	journal_append(A.journal, e);
+}
+
+static int start_rest(const struct agent_config *c, struct rest **out)
+{
+	char err[256];
+	*out = NULL;
+	if (!c->api.rest_listen)
+		return 0;
+	int r = rest_start(&A, c->api.rest_listen, c->api.max_sse_clients, out, err, sizeof(err));
+	if (r)
+		log_error("rest: %s", err);
+	else
+		log_info("REST API listening on http://%s", c->api.rest_listen);
+	return r;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* SIGHUP: build the new config whole; swap only if it is valid and every
+ * part that must change could be changed. */
+static void reload_config(void)
+{
+	char err[512];
+	struct agent_config *nc = NULL;
+	const char *path = A.config_path;
+	if (!path) {
+		log_warn("SIGHUP: running on built-in defaults (no config file); nothing to reload");
+		return;
+	}
+	if (config_load(path, &nc, err, sizeof(err))) {
+		log_error("config reload failed, keeping the running configuration: %s", err);
+		A.config_reload_failures++;
+		emit(EV_AGENT_CONFIG_RELOAD_FAILED, EL_ERROR, "agent config reload failed; running config kept", "error",
+		     err);
+		return;
+	}
+	if (!same_str(nc->api.rest_listen, A.cfg->api.rest_listen) ||
+	    nc->api.max_sse_clients != A.cfg->api.max_sse_clients) {
+		struct rest *nr = NULL;
+		/* Stop the old listener first: the new one may want the same port. */
+		rest_begin_shutdown(A.rest);
+		rest_stop(A.rest);
+		A.rest = NULL;
+		if (start_rest(nc, &nr)) {
+			log_error("config reload: new REST listener failed; restoring %s",
+				  A.cfg->api.rest_listen ? A.cfg->api.rest_listen : "off");
+			start_rest(A.cfg, &A.rest);
+			A.config_reload_failures++;
+			emit(EV_AGENT_CONFIG_RELOAD_FAILED, EL_ERROR,
+			     "agent config reload failed: cannot listen on the new REST address", "rest_listen",
+			     nc->api.rest_listen);
+			config_free(nc);
+			return;
+		}
+		A.rest = nr;
+	}
+	if (nc->events.journal_size != A.cfg->events.journal_size)
+		log_warn("config reload: events.journal_size takes effect at the next start");
+	onepanel_reconfigure(A.onepanel, &nc->onepanel);
+	if (nc->metrics.interval_ms != A.cfg->metrics.interval_ms)
+		loop_timer_arm(collect_timer, nc->metrics.interval_ms, nc->metrics.interval_ms);
+	config_free(A.cfg);
+	A.cfg = nc;
+	A.config_reloads++;
+	log_info("configuration reloaded from %s", path);
+	emit(EV_AGENT_CONFIG_RELOADED, EL_INFO, "agent configuration reloaded", "path", path);
+}
+
+static void on_signal(void *arg, int fd, uint32_t events)
+{
+	struct signalfd_siginfo si;
+	(void)arg;
+	(void)events;
+	while (read(fd, &si, sizeof(si)) == sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGTERM:
+		case SIGINT:
+			log_info("received SIG%s; shutting down", sigabbrev_np((int)si.ssi_signo));
+			loop_stop(A.loop);
+			break;
+		case SIGHUP:
+			reload_config();
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' }, { "test", no_argument, NULL, 't' },
+		{ "verbose", no_argument, NULL, 'v' },      { "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
+	};
+	const char *path = NULL;
+	int test = 0, verbose = 0, c;
+	while ((c = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': path = optarg; break;
+		case 't': test = 1; break;
+		case 'v': verbose = 1; break;
+		case 'V': printf("oneshield-agent %s\n", OS_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "oneshield-agent: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	log_init(verbose);
+
+	char err[512];
+	struct stat st;
+	if (!path && stat(CONFIG_DEFAULT_PATH, &st) == 0)
+		path = CONFIG_DEFAULT_PATH;
+	if (path) {
+		if (config_load(path, &A.cfg, err, sizeof(err))) {
+			fprintf(stderr, "%s\n", err);
+			fprintf(stderr, "oneshield-agent: configuration refused\n");
+			return 1;
+		}
+	} else {
+		A.cfg = config_default();
+		if (!A.cfg)
+			return 1;
+	}
+	if (test) {
+		printf("oneshield-agent: configuration %s is valid\n", path ? path : "(built-in defaults)");
+		config_free(A.cfg);
+		return 0;
+	}
+	if (!path)
+		log_warn("no configuration file (%s absent): using built-in defaults, no onepanel", CONFIG_DEFAULT_PATH);
+	A.config_path = path;
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	A.started_unix = (double)now.tv_sec + now.tv_nsec / 1e9;
+	A.started_mono_ms = loop_now_ms();
+	A.mode = "procfs";
+	A.loop = loop_new();
+	A.journal = journal_new(A.cfg->events.journal_size);
+	if (sfd < 0 || !A.loop || !A.journal || !loop_io_add(A.loop, sfd, EPOLLIN, on_signal, NULL)) {
+		log_error("cannot set up the core loop: %s", strerror(errno));
+		return 1;
+	}
+	A.onepanel = onepanel_new(A.loop, A.journal, &A.cfg->onepanel);
+	if (!A.onepanel)
+		return 1;
+	agent_collect(&A);
+	if (start_rest(A.cfg, &A.rest)) {
+		exit_code = 1;
+		goto out;
+	}
+	collect_timer = loop_timer_new(A.loop, collect_tick, &A);
+	if (!collect_timer || loop_timer_arm(collect_timer, A.cfg->metrics.interval_ms, A.cfg->metrics.interval_ms)) {
+		log_error("cannot arm the sampling timer");
+		exit_code = 1;
+		goto out;
+	}
+
+	log_info("oneshield-agent %s started (pid %d, mode %s, config %s)", OS_VERSION, getpid(), A.mode,
+		 path ? path : "built-in defaults");
+	{
+		struct event *e = event_new(EV_AGENT_START, EL_INFO, "oneshield-agent %s started", OS_VERSION);
+		if (e) {
+			e->pid = getpid();
+			event_set_field(e, "version", "%s", OS_VERSION);
+			event_set_field(e, "mode", "%s", A.mode);
+			journal_append(A.journal, e);
+		}
+	}
+	onepanel_start(A.onepanel);
+
+	if (loop_run(A.loop) < 0)
+		exit_code = 1;
+
+	/* Shutdown: journal AGENT_STOP, let the streams deliver it and end. */
+	A.stopping = true;
+	{
+		struct event *e = event_new(EV_AGENT_STOP, EL_INFO, "oneshield-agent stopping");
+		if (e) {
+			e->pid = getpid();
+			journal_append(A.journal, e);
+		}
+	}
+	rest_begin_shutdown(A.rest);
+	uint64_t deadline = loop_now_ms() + DRAIN_MS;
+	while (rest_sse_clients(A.rest) > 0 && loop_now_ms() < deadline)
+		loop_run_once(A.loop, 50);
+	if (rest_sse_clients(A.rest) > 0)
+		log_warn("%zu event streams did not finish within %d ms; closing them", rest_sse_clients(A.rest),
+			 DRAIN_MS);
+	log_info("stopped");
+out:
+	rest_stop(A.rest);
+	loop_timer_free(A.loop, collect_timer);
+	onepanel_free(A.onepanel);
+	metrics_free(A.snapshot);
+	journal_free(A.journal);
+	loop_free(A.loop);
+	close(sfd);
+	config_free(A.cfg);
+	return exit_code;
+}

@@ -1,0 +1,685 @@
+#include "onepanel.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/cn_proc.h>
+#include <linux/connector.h>
+#include <linux/netlink.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "event.h"
+#include "journal.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "procfs.h"
+
+#define PROC_ROOT "/proc"
+#define RESCAN_MS 2000
+#define MAX_CANDIDATES 4096
+
+struct onepanel {
+	struct loop *loop;
+	struct journal *journal;
+
+	/* identity, copied from the config */
+	bool configured;
+	char *binary;           /* realpath of the configured binary */
+	char *name;
+	char *pid_file;
+
+	/* the tracked master */
+	bool running;
+	pid_t pid;
+	uint64_t start_ticks;
+	double start_time;
+	char exe[256];
+	int pidfd;
+	struct loop_io *pidfd_io;
+	double since;
+	uint64_t found_count;
+	bool have_exit;         /* exit status of the tracked tgid seen on netlink */
+	int exit_status;        /* wait(2)-style status */
+	bool has_last_exit;
+	int last_exit_code, last_exit_signal;
+
+	/* direct children of the master (workers), kept from the connector's
+	 * fork/exit events after one /proc scan when the master is found:
+	 * task/TID/children is not in every kernel, and a /proc scan per
+	 * sample is what we avoid. */
+	pid_t *kids;
+	size_t nkids, capkids;
+
+	/* discovery */
+	int nl_fd;
+	struct loop_io *nl_io;
+	struct loop_timer *rescan;
+};
+
+static double now_unix(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void set_identity(struct onepanel *op, const struct onepanel_config *cfg)
+{
+	free(op->binary);
+	free(op->name);
+	free(op->pid_file);
+	op->binary = op->name = op->pid_file = NULL;
+	op->configured = cfg && cfg->configured;
+	if (!op->configured)
+		return;
+	if (cfg->binary) {
+		/* /proc/PID/exe is the resolved path: compare against the same. */
+		char real[PATH_MAX];
+		op->binary = strdup(realpath(cfg->binary, real) ? real : cfg->binary);
+	}
+	if (cfg->name)
+		op->name = strdup(cfg->name);
+	if (cfg->pid_file)
+		op->pid_file = strdup(cfg->pid_file);
+}
+
+/* Does pid look like onepanel? With only a pid_file configured, anything the
+ * pid file names is onepanel. */
+static bool matches(const struct onepanel *op, pid_t pid, const struct proc_info *pi)
+{
+	if (op->binary) {
+		char exe[PATH_MAX];
+		return procfs_read_exe(PROC_ROOT, pid, exe, sizeof(exe)) == 0 && strcmp(exe, op->binary) == 0;
+	}
+	if (op->name)
+		return pi && strcmp(pi->comm, op->name) == 0;
+	return op->pid_file != NULL;
+}
+
+static pid_t read_pid_file(const char *path)
+{
+	char buf[64];
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	char *end;
+	errno = 0;
+	long v = strtol(buf, &end, 10);
+	while (*end == '\n' || *end == ' ' || *end == '\r' || *end == '\t')
+		end++;
+	if (errno || end == buf || *end || v <= 0 || v > INT_MAX)
+		return 0;
+	return (pid_t)v;
+}
+
+struct cand {
+	pid_t pid, ppid;
+	uint64_t start;
+};
+
+static int cmp_pid(const void *a, const void *b)
+{
+	pid_t x = *(const pid_t *)a, y = ((const struct cand *)b)->pid;
+	return (x > y) - (x < y);
+}
+
+static int cmp_cand(const void *a, const void *b)
+{
+	pid_t x = ((const struct cand *)a)->pid, y = ((const struct cand *)b)->pid;
+	return (x > y) - (x < y);
+}
+
+/* The master: a matching process whose parent does not match; the oldest
+ * when there are several (two instances, or orphaned workers next to a new
+ * master: the master is older than the workers it forked). */
+static pid_t scan_proc(struct onepanel *op, struct proc_info *out)
+{
+	if (!op->binary && !op->name)
+		return 0;
+	DIR *d = opendir(PROC_ROOT);
+	if (!d)
+		return 0;
+	struct cand *c = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		pid_t pid = (pid_t)atoi(de->d_name);
+		struct proc_info pi;
+		if (op->binary) {
+			if (!matches(op, pid, NULL))
+				continue;
+			if (procfs_read_proc(PROC_ROOT, pid, &pi))
+				continue;
+		} else {
+			if (procfs_read_proc(PROC_ROOT, pid, &pi) || !matches(op, pid, &pi))
+				continue;
+		}
+		if (pi.state == 'Z' || pi.state == 'X')
+			continue;
+		if (n == cap) {
+			if (cap >= MAX_CANDIDATES)
+				break;
+			size_t nc = cap ? cap * 2 : 16;
+			struct cand *p = realloc(c, nc * sizeof(*p));
+			if (!p)
+				break;
+			c = p;
+			cap = nc;
+		}
+		c[n++] = (struct cand){ pid, pi.ppid, pi.start_ticks };
+	}
+	closedir(d);
+	pid_t best = 0;
+	uint64_t best_start = 0;
+	if (n)
+		qsort(c, n, sizeof(*c), cmp_cand);
+	for (size_t i = 0; i < n; i++) {
+		if (bsearch(&c[i].ppid, c, n, sizeof(*c), cmp_pid))
+			continue;
+		if (!best || c[i].start < best_start) {
+			best = c[i].pid;
+			best_start = c[i].start;
+		}
+	}
+	free(c);
+	if (best && procfs_read_proc(PROC_ROOT, best, out))
+		best = 0;
+	return best;
+}
+
+static void pidfd_ready(void *arg, int fd, uint32_t events);
+static void nl_drain(struct onepanel *op);
+
+static void kid_add(struct onepanel *op, pid_t pid)
+{
+	for (size_t i = 0; i < op->nkids; i++)
+		if (op->kids[i] == pid)
+			return;
+	if (op->nkids == op->capkids) {
+		size_t cap = op->capkids ? op->capkids * 2 : 8;
+		pid_t *p = realloc(op->kids, cap * sizeof(*p));
+		if (!p)
+			return;
+		op->kids = p;
+		op->capkids = cap;
+	}
+	op->kids[op->nkids++] = pid;
+}
+
+static void kid_del(struct onepanel *op, pid_t pid)
+{
+	for (size_t i = 0; i < op->nkids; i++) {
+		if (op->kids[i] == pid) {
+			op->kids[i] = op->kids[--op->nkids];
+			return;
+		}
+	}
+}
+
+static int read_ppid(pid_t pid, struct proc_info *pi)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), PROC_ROOT "/%d/stat", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = read(fd, buf, sizeof(buf));
+	close(fd);
+	if (n <= 0)
+		return -EIO;
+	return procfs_parse_stat(buf, (size_t)n, pi);
+}
+
+/* One scan when the master is found; the connector keeps it current. */
+static void seed_kids(struct onepanel *op)
+{
+	op->nkids = 0;
+	DIR *d = opendir(PROC_ROOT);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		struct proc_info pi;
+		pid_t pid = (pid_t)atoi(de->d_name);
+		if (read_ppid(pid, &pi) == 0 && pi.ppid == op->pid)
+			kid_add(op, pid);
+	}
+	closedir(d);
+}
+
+static const char *sig_name(int sig)
+{
+	const char *s = sigabbrev_np(sig);
+	return s ? s : "?";
+}
+
+static void track(struct onepanel *op, pid_t pid, const struct proc_info *pi, const char *how)
+{
+	op->running = true;
+	op->pid = pid;
+	op->start_ticks = pi->start_ticks;
+	op->start_time = pi->start_time;
+	op->since = now_unix();
+	op->have_exit = false;
+	op->exe[0] = '\0';
+	if (procfs_read_exe(PROC_ROOT, pid, op->exe, sizeof(op->exe)))
+		snprintf(op->exe, sizeof(op->exe), "%s", pi->comm);
+
+	op->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (op->pidfd >= 0) {
+		op->pidfd_io = loop_io_add(op->loop, op->pidfd, EPOLLIN, pidfd_ready, op);
+		if (!op->pidfd_io) {
+			close(op->pidfd);
+			op->pidfd = -1;
+		}
+	}
+	if (op->pidfd < 0)
+		log_warn("onepanel: pidfd_open(%d): %s; checking for its exit by rescan", pid, strerror(errno));
+	if (op->nl_fd >= 0)
+		seed_kids(op);
+
+	if (op->found_count++ > 0)
+		log_info("onepanel restarted: pid %d (%s)", pid, op->exe);
+	else
+		log_info("onepanel found: pid %d (%s) via %s", pid, op->exe, how);
+	struct event *e = event_new(EV_ONEPANEL_FOUND, EL_INFO, "onepanel found: pid %d (%s)", pid, op->exe);
+	if (e) {
+		e->pid = pid;
+		event_set_field(e, "exe", "%s", op->exe);
+		event_set_field(e, "start_time", "%.3f", op->start_time);
+		event_set_field(e, "found_by", "%s", how);
+		event_set_field(e, "restarts", "%llu", (unsigned long long)(op->found_count - 1));
+		journal_append(op->journal, e);
+	}
+}
+
+static void untrack(struct onepanel *op)
+{
+	loop_io_del(op->loop, op->pidfd_io);
+	op->pidfd_io = NULL;
+	if (op->pidfd >= 0)
+		close(op->pidfd);
+	op->pidfd = -1;
+	op->running = false;
+	op->pid = 0;
+	op->nkids = 0;
+}
+
+static void emit_stop(struct onepanel *op)
+{
+	pid_t pid = op->pid;
+	double uptime = now_unix() - op->start_time;
+	struct event *e;
+	if (op->have_exit && WIFSIGNALED(op->exit_status)) {
+		int sig = WTERMSIG(op->exit_status);
+		e = event_new(EV_ONEPANEL_STOP, EL_WARNING, "onepanel stopped: pid %d killed by signal %d (SIG%s)", pid,
+			      sig, sig_name(sig));
+		if (e) {
+			e->has_exit = true;
+			e->signal = sig;
+		}
+		op->has_last_exit = true;
+		op->last_exit_code = -1;
+		op->last_exit_signal = sig;
+	} else if (op->have_exit) {
+		int code = WEXITSTATUS(op->exit_status);
+		e = event_new(EV_ONEPANEL_STOP, code ? EL_WARNING : EL_INFO,
+			      "onepanel stopped: pid %d exited with status %d", pid, code);
+		if (e) {
+			e->has_exit = true;
+			e->exit_code = code;
+		}
+		op->has_last_exit = true;
+		op->last_exit_code = code;
+		op->last_exit_signal = 0;
+	} else {
+		e = event_new(EV_ONEPANEL_STOP, EL_WARNING, "onepanel stopped: pid %d (exit status unknown)", pid);
+		op->has_last_exit = false;
+	}
+	log_info("onepanel stopped: pid %d", pid);
+	if (e) {
+		e->pid = pid;
+		event_set_field(e, "exe", "%s", op->exe);
+		event_set_field(e, "uptime_seconds", "%.3f", uptime);
+		journal_append(op->journal, e);
+	}
+	untrack(op);
+	op->since = now_unix();
+}
+
+/* Look for the master: pid file first, then (if allowed) /proc. Right after
+ * the master stopped only the pid file is trusted: workers orphaned by a
+ * master killed with SIGKILL match the executable and have init as parent,
+ * and a scan would take one of them for a new master. A real restart is an
+ * exec, which the connector reports. */
+static void find(struct onepanel *op, const char *why, bool allow_scan)
+{
+	struct proc_info pi;
+	if (op->running || !op->configured)
+		return;
+	if (op->pid_file) {
+		pid_t pid = read_pid_file(op->pid_file);
+		if (pid > 0 && procfs_read_proc(PROC_ROOT, pid, &pi) == 0 && pi.state != 'Z' &&
+		    matches(op, pid, &pi)) {
+			track(op, pid, &pi, "pid_file");
+			return;
+		}
+	}
+	if (!allow_scan)
+		return;
+	pid_t pid = scan_proc(op, &pi);
+	if (pid > 0)
+		track(op, pid, &pi, why);
+}
+
+/* Is the tracked (pid, start time) still alive? Used where no pidfd. */
+static bool still_alive(struct onepanel *op)
+{
+	struct proc_info pi;
+	return procfs_read_proc(PROC_ROOT, op->pid, &pi) == 0 && pi.start_ticks == op->start_ticks &&
+	       pi.state != 'Z' && pi.state != 'X';
+}
+
+static void pidfd_ready(void *arg, int fd, uint32_t events)
+{
+	struct onepanel *op = arg;
+	(void)fd;
+	(void)events;
+	/* The exit connector message was queued before the pidfd woke us. */
+	nl_drain(op);
+	emit_stop(op);
+	find(op, "pid_file", op->nl_fd < 0);
+}
+
+static void rescan_tick(void *arg)
+{
+	struct onepanel *op = arg;
+	if (op->running && op->pidfd < 0 && !still_alive(op))
+		emit_stop(op);
+	if (!op->running)
+		find(op, "scan", true);
+}
+
+static void handle_proc_event(struct onepanel *op, const struct proc_event *ev)
+{
+	switch (ev->what) {
+	case PROC_EVENT_EXEC:
+		/* A new master is a matching exec whose parent does not match
+		 * (a matching parent means a child of onepanel, e.g. an upgrade). */
+		if (!op->running && op->configured) {
+			pid_t pid = ev->event_data.exec.process_tgid;
+			struct proc_info pi, ppi;
+			if (procfs_read_proc(PROC_ROOT, pid, &pi) || !matches(op, pid, &pi))
+				break;
+			if (op->pid_file) {
+				find(op, "exec", false);
+				if (op->running)
+					break;
+			}
+			if (procfs_read_proc(PROC_ROOT, pi.ppid, &ppi) == 0 && matches(op, pi.ppid, &ppi))
+				break;
+			track(op, pid, &pi, "exec");
+		}
+		break;
+	case PROC_EVENT_FORK:
+		if (op->running && ev->event_data.fork.parent_tgid == op->pid &&
+		    ev->event_data.fork.child_pid == ev->event_data.fork.child_tgid)
+			kid_add(op, ev->event_data.fork.child_tgid);
+		break;
+	case PROC_EVENT_EXIT:
+		if (op->running && ev->event_data.exit.process_pid == ev->event_data.exit.process_tgid)
+			kid_del(op, ev->event_data.exit.process_tgid);
+		if (op->running && ev->event_data.exit.process_tgid == op->pid) {
+			/* The last thread of the group to exit carries the group's status. */
+			op->have_exit = true;
+			op->exit_status = (int)ev->event_data.exit.exit_code;
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+static void nl_drain(struct onepanel *op)
+{
+	char buf[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
+	if (op->nl_fd < 0)
+		return;
+	for (;;) {
+		ssize_t n = recv(op->nl_fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == ENOBUFS) {
+				/* Overrun during an exec storm: events were lost, so
+				 * look for onepanel directly rather than trust them. */
+				log_warn("proc connector overrun; rescanning /proc");
+				if (!op->running)
+					find(op, "scan", true);
+				continue;
+			}
+			return;
+		}
+		if (n == 0)
+			return;
+		for (struct nlmsghdr *nh = (struct nlmsghdr *)buf; NLMSG_OK(nh, (size_t)n); nh = NLMSG_NEXT(nh, n)) {
+			if (nh->nlmsg_type == NLMSG_ERROR || nh->nlmsg_type == NLMSG_NOOP)
+				continue;
+			struct cn_msg *cn = NLMSG_DATA(nh);
+			if (nh->nlmsg_len < NLMSG_LENGTH(sizeof(*cn)) ||
+			    cn->id.idx != CN_IDX_PROC || cn->len < sizeof(struct proc_event) ||
+			    nh->nlmsg_len < NLMSG_LENGTH(sizeof(*cn) + sizeof(struct proc_event)))
+				continue;
+			handle_proc_event(op, (const struct proc_event *)cn->data);
+		}
+	}
+}
+
+static void nl_ready(void *arg, int fd, uint32_t events)
+{
+	(void)fd;
+	(void)events;
+	nl_drain(arg);
+}
+
+static int connector_open(void)
+{
+	int fd = socket(PF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+	if (fd < 0)
+		return -errno;
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC, .nl_pid = 0 };
+	int rcv = 1 << 20;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		goto fail;
+	struct {
+		struct nlmsghdr nh;
+		struct cn_msg cn;
+		enum proc_cn_mcast_op op;
+	} __attribute__((packed)) msg;
+	memset(&msg, 0, sizeof(msg));
+	msg.nh.nlmsg_len = sizeof(msg);
+	msg.nh.nlmsg_type = NLMSG_DONE;
+	msg.nh.nlmsg_pid = 0;
+	msg.cn.id.idx = CN_IDX_PROC;
+	msg.cn.id.val = CN_VAL_PROC;
+	msg.cn.len = sizeof(enum proc_cn_mcast_op);
+	msg.op = PROC_CN_MCAST_LISTEN;
+	if (send(fd, &msg, sizeof(msg), 0) < 0)
+		goto fail;
+	return fd;
+fail:;
+	int e = errno;
+	close(fd);
+	return -e;
+}
+
+struct onepanel *onepanel_new(struct loop *l, struct journal *j, const struct onepanel_config *cfg)
+{
+	struct onepanel *op = calloc(1, sizeof(*op));
+	if (!op)
+		return NULL;
+	op->loop = l;
+	op->journal = j;
+	op->pidfd = -1;
+	op->nl_fd = -1;
+	set_identity(op, cfg);
+	op->since = now_unix();
+	return op;
+}
+
+void onepanel_free(struct onepanel *op)
+{
+	if (!op)
+		return;
+	untrack(op);
+	loop_io_del(op->loop, op->nl_io);
+	if (op->nl_fd >= 0)
+		close(op->nl_fd);
+	loop_timer_free(op->loop, op->rescan);
+	free(op->binary);
+	free(op->name);
+	free(op->pid_file);
+	free(op->kids);
+	free(op);
+}
+
+int onepanel_start(struct onepanel *op)
+{
+	if (!op->configured) {
+		log_info("onepanel: not configured; tracking host metrics only");
+		return 0;
+	}
+	int fd = connector_open();
+	if (fd >= 0) {
+		op->nl_fd = fd;
+		op->nl_io = loop_io_add(op->loop, fd, EPOLLIN, nl_ready, op);
+		if (!op->nl_io) {
+			close(fd);
+			op->nl_fd = -1;
+		}
+	}
+	if (op->nl_fd < 0)
+		log_warn("onepanel: netlink proc connector unavailable (%s); rescanning /proc every %d ms",
+			 strerror(-fd), RESCAN_MS);
+	/* The rescan timer also covers a process we could not get a pidfd for. */
+	op->rescan = loop_timer_new(op->loop, rescan_tick, op);
+	if (op->rescan && op->nl_fd < 0)
+		loop_timer_arm(op->rescan, RESCAN_MS, RESCAN_MS);
+	find(op, "scan", true);
+	if (!op->running)
+		log_info("onepanel: not running yet; waiting for it to start");
+	if (op->running && op->pidfd < 0 && op->rescan)
+		loop_timer_arm(op->rescan, RESCAN_MS, RESCAN_MS);
+	return 0;
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+int onepanel_reconfigure(struct onepanel *op, const struct onepanel_config *cfg)
+{
+	struct onepanel tmp = { 0 };
+	set_identity(&tmp, cfg);
+	bool same = tmp.configured == op->configured && str_eq(tmp.binary, op->binary) &&
+		    str_eq(tmp.name, op->name) && str_eq(tmp.pid_file, op->pid_file);
+	free(tmp.binary);
+	free(tmp.name);
+	free(tmp.pid_file);
+	if (same)
+		return 0;
+	log_info("onepanel: identity changed; looking for it again");
+	if (op->running)
+		untrack(op);
+	set_identity(op, cfg);
+	op->found_count = 0;
+	if (op->configured && op->nl_fd < 0 && !op->rescan)
+		return onepanel_start(op);
+	if (op->configured)
+		find(op, "scan", true);
+	return 0;
+}
+
+void onepanel_get_state(const struct onepanel *op, struct onepanel_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->configured = op->configured;
+	st->running = op->running;
+	st->pid = op->pid;
+	snprintf(st->exe, sizeof(st->exe), "%s", op->running ? op->exe : "");
+	st->start_time = op->running ? op->start_time : 0;
+	st->since = op->since;
+	st->restarts = op->found_count ? op->found_count - 1 : 0;
+	st->has_last_exit = op->has_last_exit;
+	st->last_exit_code = op->last_exit_code;
+	st->last_exit_signal = op->last_exit_signal;
+	st->tracking = op->nl_fd >= 0 ? "proc_connector" : "rescan";
+}
+
+int onepanel_collect(struct onepanel *op, struct metrics *m)
+{
+	if (!op->configured)
+		return 0;
+	metrics_declare(m, "onepanel_up", MT_GAUGE, "1 if the onepanel master process is running.");
+	metrics_declare(m, "onepanel_restarts_total", MT_COUNTER, "Times onepanel was found again after it stopped.");
+	metrics_add(m, "onepanel_up", op->running ? 1 : 0, NULL);
+	metrics_add(m, "onepanel_restarts_total", op->found_count ? (double)(op->found_count - 1) : 0, NULL);
+	if (!op->running)
+		return 0;
+	struct proc_info pi;
+	if (procfs_read_proc(PROC_ROOT, op->pid, &pi) || pi.start_ticks != op->start_ticks)
+		return 0; /* exiting right now: the pidfd will tell */
+	metrics_declare(m, "onepanel_pid", MT_GAUGE, "Process id of the onepanel master.");
+	metrics_declare(m, "onepanel_start_time_seconds", MT_GAUGE, "Start time of the onepanel master, unix seconds.");
+	metrics_declare(m, "onepanel_cpu_seconds_total", MT_COUNTER, "CPU time of the onepanel master by mode.");
+	metrics_declare(m, "onepanel_resident_memory_bytes", MT_GAUGE, "Resident set size of the onepanel master.");
+	metrics_declare(m, "onepanel_virtual_memory_bytes", MT_GAUGE, "Virtual memory size of the onepanel master.");
+	metrics_declare(m, "onepanel_threads", MT_GAUGE, "Threads of the onepanel master.");
+	metrics_declare(m, "onepanel_children", MT_GAUGE, "Direct child processes of the onepanel master (workers).");
+	metrics_add(m, "onepanel_pid", op->pid, NULL);
+	metrics_add(m, "onepanel_start_time_seconds", op->start_time, NULL);
+	metrics_add(m, "onepanel_cpu_seconds_total", pi.cpu_user_seconds, "mode", "user", NULL);
+	metrics_add(m, "onepanel_cpu_seconds_total", pi.cpu_system_seconds, "mode", "system", NULL);
+	metrics_add(m, "onepanel_resident_memory_bytes", (double)pi.rss_bytes, NULL);
+	metrics_add(m, "onepanel_virtual_memory_bytes", (double)pi.vsize_bytes, NULL);
+	metrics_add(m, "onepanel_threads", (double)pi.threads, NULL);
+	if (op->nl_fd >= 0)
+		metrics_add(m, "onepanel_children", (double)op->nkids, NULL);
+	else if (pi.children >= 0)
+		metrics_add(m, "onepanel_children", (double)pi.children, NULL);
+	if (pi.open_fds >= 0) {
+		metrics_declare(m, "onepanel_open_fds", MT_GAUGE, "Open file descriptors of the onepanel master.");
+		metrics_add(m, "onepanel_open_fds", (double)pi.open_fds, NULL);
+	}
+	if (pi.read_bytes >= 0) {
+		metrics_declare(m, "onepanel_io_read_bytes_total", MT_COUNTER,
+				"Bytes the onepanel master caused to be read from storage.");
+		metrics_declare(m, "onepanel_io_written_bytes_total", MT_COUNTER,
+				"Bytes the onepanel master caused to be written to storage.");
+		metrics_add(m, "onepanel_io_read_bytes_total", (double)pi.read_bytes, NULL);
+		metrics_add(m, "onepanel_io_written_bytes_total", (double)pi.write_bytes, NULL);
+	}
+	return 0;
+}

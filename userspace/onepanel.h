@@ -1,0 +1,53 @@
+/* Tracking the onepanel master process without eBPF.
+ *
+ * Identity: the configured pid_file when it names a live matching process,
+ * else a /proc scan for processes whose executable is `binary` (or whose comm
+ * is `name`); the master is the matching process whose parent does not match,
+ * the oldest if there are several. A tracked process is (pid, start time), so
+ * a recycled pid is never mistaken for the one we saw.
+ *
+ * Exit: a pidfd of the master in the core loop; the exit status comes from the
+ * netlink proc connector's exit event (a pidfd of a process we did not fork
+ * cannot be waited for), which the kernel queues before the pidfd turns
+ * readable. Start: the proc connector's exec events; only where the connector
+ * is unavailable does a slow /proc rescan run, and it is said in status. */
+#ifndef OS_ONEPANEL_H
+#define OS_ONEPANEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct loop;
+struct journal;
+struct metrics;
+struct onepanel_config;
+
+struct onepanel_state {
+	bool configured;
+	bool running;
+	pid_t pid;
+	char exe[256];
+	double start_time;       /* unix seconds the process started */
+	double since;            /* unix seconds we found it / saw it stop */
+	uint64_t restarts;       /* FOUND events after the first one */
+	bool has_last_exit;
+	int last_exit_code;
+	int last_exit_signal;
+	const char *tracking;    /* "proc_connector" or "rescan" */
+};
+
+struct onepanel;
+
+/* cfg is copied; the tracker does not keep the pointer. */
+struct onepanel *onepanel_new(struct loop *l, struct journal *j, const struct onepanel_config *cfg);
+void onepanel_free(struct onepanel *op);             /* accepts NULL */
+/* Find the master now and start watching; emits ONEPANEL_FOUND if found. */
+int onepanel_start(struct onepanel *op);
+/* New identity (agent config reload): if it changed, forget and rescan. */
+int onepanel_reconfigure(struct onepanel *op, const struct onepanel_config *cfg);
+void onepanel_get_state(const struct onepanel *op, struct onepanel_state *st);
+/* onepanel_* metrics of the master into m (up is 0 when not running). */
+int onepanel_collect(struct onepanel *op, struct metrics *m);
+
+#endif

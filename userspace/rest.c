@@ -1,0 +1,682 @@
+#include "rest.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "agent.h"
+#include "buf.h"
+#include "config.h"
+#include "journal.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+
+#define HEARTBEAT_MS 15000
+#define MAX_BODY 65536
+
+struct sse {
+	struct rest *rest;
+	struct MHD_Connection *conn;
+	struct journal_cursor cur;
+	struct buf out;       /* serialized, not yet handed to MHD */
+	size_t off;
+	bool suspended;
+	bool heartbeat_due;
+	bool peer_gone;       /* the client hung up while we were parked */
+	struct loop_io *hup;  /* EPOLLRDHUP watch on the socket */
+	struct sse *prev, *next;
+};
+
+struct rest {
+	struct agent *agent;
+	struct MHD_Daemon *d;
+	struct loop_io *io;
+	struct loop_timer *heartbeat;
+	struct sse *clients;
+	size_t nclients, max_clients;
+	bool closing;
+	bool need_run;        /* a connection was resumed: run MHD before sleeping */
+	unsigned short port;
+};
+
+struct req {
+	bool started;
+	size_t body;
+};
+
+/* ---- responses ---- */
+
+static enum MHD_Result send_text_hdr(struct MHD_Connection *c, unsigned code, char *body, size_t len,
+				    const char *ctype, const char *hname, const char *hvalue)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (hname)
+		MHD_add_response_header(r, hname, hvalue);
+	enum MHD_Result ret = MHD_queue_response(c, code, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, char *body, size_t len, const char *ctype)
+{
+	return send_text_hdr(c, code, body, len, ctype, NULL, NULL);
+}
+
+static enum MHD_Result send_json_hdr(struct MHD_Connection *c, unsigned code, cJSON *j, const char *hname,
+				     const char *hvalue)
+{
+	char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+	cJSON_Delete(j);
+	if (!s)
+		return MHD_NO;
+	size_t n = strlen(s);
+	/* a trailing newline keeps curl output readable */
+	char *t = realloc(s, n + 2);
+	if (t) {
+		s = t;
+		s[n++] = '\n';
+		s[n] = '\0';
+	}
+	return send_text_hdr(c, code, s, n, "application/json", hname, hvalue);
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *j)
+{
+	return send_json_hdr(c, code, j, NULL, NULL);
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	cJSON *j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "error", msg);
+	cJSON_AddNumberToObject(j, "status", code);
+	return send_json(c, code, j);
+}
+
+/* ---- query parsing ---- */
+
+struct qcheck {
+	const char *const *allowed;
+	const char *bad;
+};
+
+static enum MHD_Result check_key(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct qcheck *q = cls;
+	(void)kind;
+	(void)value;
+	for (const char *const *a = q->allowed; *a; a++)
+		if (strcmp(*a, key) == 0)
+			return MHD_YES;
+	q->bad = key;
+	return MHD_NO;
+}
+
+/* 0, or -EINVAL with the name of the first unknown parameter in *bad. */
+static int check_query(struct MHD_Connection *c, const char *const *allowed, const char **bad)
+{
+	struct qcheck q = { allowed, NULL };
+	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, check_key, &q);
+	*bad = q.bad;
+	return q.bad ? -EINVAL : 0;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	if (!s || !*s)
+		return -EINVAL;
+	uint64_t v = 0;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -ERANGE;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return 0;
+}
+
+/* "T1,T2" -> mask; empty/NULL = all. On error *bad names the offender. */
+static int parse_types(const char *s, uint64_t *mask, char *bad, size_t badlen)
+{
+	*mask = 0;
+	if (!s || !*s)
+		return 0;
+	const char *p = s;
+	while (*p) {
+		const char *e = strchr(p, ',');
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		char name[64];
+		if (n == 0 || n >= sizeof(name)) {
+			snprintf(bad, badlen, "%.*s", (int)(n < 60 ? n : 60), p);
+			return -EINVAL;
+		}
+		memcpy(name, p, n);
+		name[n] = '\0';
+		enum event_type t;
+		if (event_type_parse(name, &t)) {
+			snprintf(bad, badlen, "%s", name);
+			return -EINVAL;
+		}
+		*mask |= 1ULL << t;
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return 0;
+}
+
+static cJSON *valid_types(void)
+{
+	cJSON *a = cJSON_CreateArray();
+	for (int t = 1; t < EV__COUNT; t++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(event_type_name((enum event_type)t)));
+	return a;
+}
+
+/* Shared by /v1/events and the stream: after (or Last-Event-ID) and type. */
+static enum MHD_Result parse_event_query(struct MHD_Connection *c, bool stream, uint64_t *after, uint64_t *mask,
+					 uint64_t *limit, bool *ok)
+{
+	static const char *const allowed_list[] = { "after", "type", "limit", NULL };
+	static const char *const allowed_stream[] = { "after", "type", NULL };
+	const char *bad;
+	*ok = false;
+	if (check_query(c, stream ? allowed_stream : allowed_list, &bad))
+		return send_error(c, MHD_HTTP_BAD_REQUEST, "unknown query parameter \"%.64s\" (allowed: after, type%s)",
+				  bad, stream ? "" : ", limit");
+	const char *a = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
+	const char *lei = stream ? MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID") : NULL;
+	*after = 0;
+	/* A reconnecting EventSource repeats the original URL: its
+	 * Last-Event-ID is the newer position, so it wins. */
+	if (lei && *lei) {
+		if (parse_u64(lei, after))
+			return send_error(c, MHD_HTTP_BAD_REQUEST, "Last-Event-ID must be a sequence number, got \"%.64s\"", lei);
+	} else if (a && parse_u64(a, after)) {
+		return send_error(c, MHD_HTTP_BAD_REQUEST, "after must be a sequence number, got \"%.64s\"", a);
+	}
+	char badt[64];
+	if (parse_types(MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "type"), mask, badt, sizeof(badt))) {
+		cJSON *j = cJSON_CreateObject();
+		char msg[128];
+		snprintf(msg, sizeof(msg), "unknown event type \"%s\"", badt);
+		cJSON_AddStringToObject(j, "error", msg);
+		cJSON_AddNumberToObject(j, "status", MHD_HTTP_BAD_REQUEST);
+		cJSON_AddItemToObject(j, "valid_types", valid_types());
+		return send_json(c, MHD_HTTP_BAD_REQUEST, j);
+	}
+	if (limit) {
+		const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+		*limit = 1000;
+		if (l && (parse_u64(l, limit) || *limit == 0 || *limit > 100000))
+			return send_error(c, MHD_HTTP_BAD_REQUEST, "limit must be 1..100000, got \"%.64s\"", l);
+	}
+	*ok = true;
+	return MHD_YES;
+}
+
+/* ---- handlers ---- */
+
+static enum MHD_Result h_healthz(struct rest *r, struct MHD_Connection *c)
+{
+	(void)r;
+	cJSON *j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "status", "ok");
+	return send_json(c, MHD_HTTP_OK, j);
+}
+
+static enum MHD_Result h_status(struct rest *r, struct MHD_Connection *c)
+{
+	cJSON *j = agent_status_json(r->agent);
+	if (j) {
+		cJSON *api = cJSON_GetObjectItem(j, "api");
+		if (!api)
+			api = cJSON_AddObjectToObject(j, "api");
+		cJSON_AddNumberToObject(api, "sse_clients", (double)r->nclients);
+	}
+	return send_json(c, MHD_HTTP_OK, j);
+}
+
+static enum MHD_Result h_metrics_json(struct rest *r, struct MHD_Connection *c)
+{
+	static const char *const allowed[] = { "prefix", NULL };
+	const char *bad;
+	if (check_query(c, allowed, &bad))
+		return send_error(c, MHD_HTTP_BAD_REQUEST, "unknown query parameter \"%.64s\" (allowed: prefix)", bad);
+	const char *prefix = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "prefix");
+	cJSON *j = metrics_to_json(r->agent->snapshot, prefix);
+	if (!j)
+		return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+	return send_json(c, MHD_HTTP_OK, j);
+}
+
+static enum MHD_Result h_metrics_prom(struct rest *r, struct MHD_Connection *c)
+{
+	struct buf b;
+	buf_init(&b);
+	if (metrics_render_prom(r->agent->snapshot, NULL, &b)) {
+		buf_free(&b);
+		return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+	}
+	size_t n;
+	char *s = buf_steal(&b, &n);
+	if (!s)
+		return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+	return send_text(c, MHD_HTTP_OK, s, n, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+static enum MHD_Result h_events(struct rest *r, struct MHD_Connection *c)
+{
+	uint64_t after, mask, limit;
+	bool ok;
+	enum MHD_Result ret = parse_event_query(c, false, &after, &mask, &limit, &ok);
+	if (!ok)
+		return ret;
+	struct journal *j = r->agent->journal;
+	struct journal_cursor cur;
+	journal_cursor_init(j, &cur, after, mask);
+	cJSON *o = cJSON_CreateObject();
+	cJSON *arr = cJSON_AddArrayToObject(o, "events");
+	const struct event *e;
+	struct event *marker;
+	uint64_t n = 0;
+	while (n < limit && journal_next(j, &cur, &e, &marker)) {
+		cJSON_AddItemToArray(arr, event_to_json(e ? e : marker));
+		event_free(marker);
+		n++;
+	}
+	cJSON_AddNumberToObject(o, "first_seq", (double)journal_first_seq(j));
+	cJSON_AddNumberToObject(o, "last_seq", (double)journal_last_seq(j));
+	/* where to resume: everything up to here was considered */
+	cJSON_AddNumberToObject(o, "next_after", (double)(cur.next - 1));
+	return send_json(c, MHD_HTTP_OK, o);
+}
+
+/* ---- SSE ---- */
+
+static void sse_unlink(struct sse *s)
+{
+	struct rest *r = s->rest;
+	if (s->prev)
+		s->prev->next = s->next;
+	else if (r->clients == s)
+		r->clients = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->prev = s->next = NULL;
+	r->nclients--;
+}
+
+static void sse_free(void *cls)
+{
+	struct sse *s = cls;
+	loop_io_del(s->rest->agent->loop, s->hup);
+	sse_unlink(s);
+	buf_free(&s->out);
+	free(s);
+}
+
+static void sse_format(struct sse *s, const struct event *e)
+{
+	cJSON *j = event_to_json(e);
+	char *txt = j ? cJSON_PrintUnformatted(j) : NULL;
+	cJSON_Delete(j);
+	if (!txt)
+		return;
+	uint64_t id = e->type == EV_EVENTS_LOST ? e->lost_to : e->seq;
+	buf_printf(&s->out, "id: %llu\nevent: %s\ndata: %s\n\n", (unsigned long long)id, event_type_name(e->type), txt);
+	free(txt);
+}
+
+static void sse_resume(struct sse *s);
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct sse *s = cls;
+	struct rest *r = s->rest;
+	(void)pos;
+	if (s->peer_gone)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	if (s->off == s->out.len) {
+		buf_reset(&s->out);
+		s->off = 0;
+		const struct event *e;
+		struct event *marker;
+		/* Batch a few events per call; the cursor keeps the rest. */
+		while (s->out.len < max && journal_next(r->agent->journal, &s->cur, &e, &marker)) {
+			if (marker) {
+				r->agent->events_lost_subscribers += marker->lost_to - marker->lost_from + 1;
+				sse_format(s, marker);
+				event_free(marker);
+			} else {
+				sse_format(s, e);
+			}
+		}
+		if (s->out.len == 0 && s->heartbeat_due)
+			buf_puts(&s->out, ": keepalive\n\n");
+		s->heartbeat_due = false;
+		if (s->out.oom) {
+			log_error("rest: out of memory serialising an event stream; closing it");
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		}
+	}
+	if (s->off < s->out.len) {
+		size_t n = s->out.len - s->off;
+		if (n > max)
+			n = max;
+		memcpy(out, s->out.data + s->off, n);
+		s->off += n;
+		return (ssize_t)n;
+	}
+	if (r->closing)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	/* Nothing to send: park the connection until an event or heartbeat. */
+	MHD_suspend_connection(s->conn);
+	s->suspended = true;
+	return 0;
+}
+
+static void sse_resume(struct sse *s)
+{
+	if (s->suspended) {
+		s->suspended = false;
+		MHD_resume_connection(s->conn);
+		s->rest->need_run = true;
+	}
+}
+
+/* MHD does not watch a suspended connection's socket, so a client that hangs
+ * up would only be noticed at the next heartbeat; this watch notices at once. */
+static void sse_hup(void *arg, int fd, uint32_t events)
+{
+	struct sse *s = arg;
+	(void)fd;
+	(void)events;
+	s->peer_gone = true;
+	sse_resume(s);
+}
+
+static void on_event(void *arg, const struct event *e)
+{
+	struct rest *r = arg;
+	for (struct sse *s = r->clients; s; s = s->next)
+		if (!s->cur.type_mask || (s->cur.type_mask & (1ULL << e->type)))
+			sse_resume(s);
+}
+
+static void heartbeat(void *arg)
+{
+	struct rest *r = arg;
+	for (struct sse *s = r->clients; s; s = s->next) {
+		s->heartbeat_due = true;
+		sse_resume(s);
+	}
+}
+
+static enum MHD_Result h_stream(struct rest *r, struct MHD_Connection *c)
+{
+	uint64_t after, mask;
+	bool ok;
+	enum MHD_Result ret = parse_event_query(c, true, &after, &mask, NULL, &ok);
+	if (!ok)
+		return ret;
+	if (r->closing)
+		return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "agent is shutting down");
+	if (r->nclients >= r->max_clients)
+		return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "too many event streams (max %zu)", r->max_clients);
+	struct sse *s = calloc(1, sizeof(*s));
+	if (!s)
+		return MHD_NO;
+	s->rest = r;
+	s->conn = c;
+	buf_init(&s->out);
+	journal_cursor_init(r->agent->journal, &s->cur, after, mask);
+	/* An opening comment flushes the headers so curl shows the stream at once. */
+	buf_puts(&s->out, ": oneshield-agent event stream\n\n");
+	s->next = r->clients;
+	if (r->clients)
+		r->clients->prev = s;
+	r->clients = s;
+	r->nclients++;
+	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, s, sse_free);
+	if (!resp) {
+		sse_free(s);
+		return MHD_NO;
+	}
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (ci)
+		s->hup = loop_io_add(r->agent->loop, ci->connect_fd, EPOLLRDHUP | EPOLLET, sse_hup, s);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+	ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* ---- routing ---- */
+
+struct route {
+	const char *path;
+	enum MHD_Result (*fn)(struct rest *, struct MHD_Connection *);
+};
+
+static const struct route routes[] = {
+	{ "/healthz", h_healthz },
+	{ "/v1/status", h_status },
+	{ "/v1/metrics", h_metrics_json },
+	{ "/metrics", h_metrics_prom },
+	{ "/v1/events", h_events },
+	{ "/v1/events/stream", h_stream },
+};
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+			      const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+	struct rest *r = cls;
+	struct req *q = *con_cls;
+	(void)version;
+	(void)upload;
+	if (!q) {
+		/* First call: headers only. Answering now would close a
+		 * keep-alive connection, so answer on the next call. */
+		q = calloc(1, sizeof(*q));
+		if (!q)
+			return MHD_NO;
+		*con_cls = q;
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		q->body += *upload_size;
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (q->body > MAX_BODY)
+		return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
+	const struct route *rt = NULL;
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (strcmp(url, routes[i].path) == 0)
+			rt = &routes[i];
+	if (!rt)
+		return send_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint: %.128s", url);
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "method %.16s not allowed on %s (use GET)", method, rt->path);
+		cJSON *j = cJSON_CreateObject();
+		cJSON_AddStringToObject(j, "error", msg);
+		cJSON_AddNumberToObject(j, "status", MHD_HTTP_METHOD_NOT_ALLOWED);
+		return send_json_hdr(c, MHD_HTTP_METHOD_NOT_ALLOWED, j, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	}
+	return rt->fn(r, c);
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)c;
+	(void)toe;
+	free(*con_cls);
+	*con_cls = NULL;
+}
+
+static void mhd_ready(void *arg, int fd, uint32_t events)
+{
+	struct rest *r = arg;
+	(void)fd;
+	(void)events;
+	MHD_run(r->d);
+}
+
+/* Before the loop sleeps: libmicrohttpd may have work that no fd will signal
+ * (a response it can write now, an expired connection timeout); its timeout
+ * says so with 0, and then it is run here, on the loop's thread. */
+static int mhd_prepare(void *arg)
+{
+	struct rest *r = arg;
+	MHD_UNSIGNED_LONG_LONG t = 0;
+	/* Resumed connections are picked up by the next MHD_run; nothing
+	 * signals the external epoll set for them. */
+	if (r->need_run) {
+		r->need_run = false;
+		MHD_run(r->d);
+	}
+	for (int i = 0; i < 8; i++) {
+		if (MHD_get_timeout(r->d, &t) != MHD_YES)
+			return -1;
+		if (t > 0)
+			break;
+		MHD_run(r->d);
+	}
+	return t > 60000 ? 60000 : (int)t;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	size_t n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	log_debug("rest: %s", msg);
+}
+
+int rest_start(struct agent *a, const char *listen, size_t max_sse, struct rest **out, char *err, size_t errlen)
+{
+	char host[128];
+	uint16_t port;
+	*out = NULL;
+	if (config_parse_listen(listen, host, sizeof(host), &port)) {
+		snprintf(err, errlen, "invalid listen address \"%s\"", listen);
+		return -EINVAL;
+	}
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+	} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		flags |= MHD_USE_IPv6;
+	} else {
+		snprintf(err, errlen, "invalid listen host \"%s\"", host);
+		return -EINVAL;
+	}
+	struct rest *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->agent = a;
+	r->max_clients = max_sse;
+	r->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, r,
+				MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+				MHD_OPTION_NOTIFY_COMPLETED, completed, r,
+				MHD_OPTION_CONNECTION_LIMIT, (unsigned)(max_sse + 128),
+				MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
+				MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
+				MHD_OPTION_END);
+	if (!r->d) {
+		snprintf(err, errlen, "cannot listen on %s: %s", listen, strerror(errno ? errno : EADDRINUSE));
+		free(r);
+		return -EADDRINUSE;
+	}
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(r->d, MHD_DAEMON_INFO_EPOLL_FD);
+	const union MHD_DaemonInfo *pi = MHD_get_daemon_info(r->d, MHD_DAEMON_INFO_BIND_PORT);
+	r->port = pi ? pi->port : port;
+	if (!di || !(r->io = loop_io_add(a->loop, di->epoll_fd, EPOLLIN, mhd_ready, r)) ||
+	    loop_add_prepare(a->loop, mhd_prepare, r) || journal_add_listener(a->journal, on_event, r) ||
+	    !(r->heartbeat = loop_timer_new(a->loop, heartbeat, r)) ||
+	    loop_timer_arm(r->heartbeat, HEARTBEAT_MS, HEARTBEAT_MS)) {
+		snprintf(err, errlen, "cannot attach the REST server to the core loop");
+		rest_stop(r);
+		return -ENOMEM;
+	}
+	*out = r;
+	return 0;
+}
+
+void rest_begin_shutdown(struct rest *r)
+{
+	if (!r)
+		return;
+	r->closing = true;
+	for (struct sse *s = r->clients; s; s = s->next)
+		sse_resume(s);
+}
+
+size_t rest_sse_clients(const struct rest *r)
+{
+	return r ? r->nclients : 0;
+}
+
+unsigned short rest_port(const struct rest *r)
+{
+	return r->port;
+}
+
+void rest_stop(struct rest *r)
+{
+	if (!r)
+		return;
+	journal_remove_listener(r->agent->journal, on_event, r);
+	loop_remove_prepare(r->agent->loop, mhd_prepare, r);
+	loop_timer_free(r->agent->loop, r->heartbeat);
+	loop_io_del(r->agent->loop, r->io);
+	if (r->d) {
+		/* Resume parked streams so MHD can close and free them. */
+		for (struct sse *s = r->clients; s; s = s->next)
+			sse_resume(s);
+		MHD_stop_daemon(r->d);
+	}
+	free(r);
+}

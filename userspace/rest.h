@@ -1,0 +1,26 @@
+/* REST API (libmicrohttpd + cJSON), driven from the core loop.
+ *
+ * libmicrohttpd runs without its own threads: its epoll fd sits in the core
+ * loop and MHD_run is called when it is readable or its timeout expires, so
+ * handlers run on the loop's thread and read agent state directly.
+ * Event streams (SSE) are journal cursors: a connection with nothing to send
+ * is suspended (no busy loop) and resumed by the journal listener when a
+ * matching event arrives, or by the heartbeat timer, which also notices peers
+ * that went away. */
+#ifndef OS_REST_H
+#define OS_REST_H
+
+#include <stddef.h>
+
+struct agent;
+struct rest;
+
+/* listen: "host:port" (numeric host). 0 or -errno with err filled. */
+int rest_start(struct agent *a, const char *listen, size_t max_sse, struct rest **out, char *err, size_t errlen);
+/* Streams deliver what is left (e.g. AGENT_STOP_MESSAGE) and then end. */
+void rest_begin_shutdown(struct rest *r);
+size_t rest_sse_clients(const struct rest *r);
+void rest_stop(struct rest *r);                       /* accepts NULL */
+unsigned short rest_port(const struct rest *r);
+
+#endif
