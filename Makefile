@@ -35,8 +35,11 @@ SIM_SRCS   := $(sort $(wildcard tools/onepanel-sim/*.c))
 SIM_OBJS   := $(patsubst tools/onepanel-sim/%.c,$(BUILD)/obj/sim/%.o,$(SIM_SRCS))
 UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+FUZZ_SRCS  := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+FUZZ_SECONDS ?= 20
 
-.PHONY: all agent sim unit asan test test-unit test-e2e check bench-idle clean
+.PHONY: all agent sim unit asan test test-unit test-e2e check bench-idle fuzz fuzz-smoke clean
 all: agent sim
 agent: $(BUILD)/oneshield-agent
 sim: $(BUILD)/onepanel-sim
@@ -57,7 +60,25 @@ $(BUILD)/onepanel-sim: $(SIM_OBJS)
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS) | $(BUILD)/tests
 	$(CC) $(CFLAGS) -DTEST_DATA_DIR='"$(CURDIR)/tests/unit/data"' $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS) -lcmocka
 
-$(BUILD)/obj $(BUILD)/obj/sim $(BUILD)/tests:
+# libFuzzer targets: clang, ASan+UBSan, linked with every agent module.
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(filter-out userspace/main.c,$(AGENT_SRCS)) $(wildcard userspace/*.h) | $(BUILD)/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=gnu11 -D_GNU_SOURCE \
+	    -DOS_VERSION='"$(VERSION)"' -Iinclude -Iuserspace $(PKG_CFLAGS) -o $@ \
+	    $< $(filter-out userspace/main.c,$(AGENT_SRCS)) $(PKG_LIBS) -lm
+
+fuzz: $(FUZZ_BINS)
+
+# A short run of every target (seeded from tests/fuzz/corpus/NAME when present).
+fuzz-smoke: fuzz
+	@set -e; for f in $(FUZZ_BINS); do \
+	    n=$$(basename $$f); c=tests/fuzz/corpus/$$n; w=$$(mktemp -d); \
+	    [ -d $$c ] && cp -r $$c/. $$w/; \
+	    echo "== $$n ($(FUZZ_SECONDS) s)"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=0 $$w >$$w.log 2>&1 \
+	        || { tail -40 $$w.log; exit 1; }; \
+	    grep -E '^Done|runs in' $$w.log | tail -1; rm -rf $$w $$w.log; done
+
+$(BUILD)/obj $(BUILD)/obj/sim $(BUILD)/tests $(BUILD)/fuzz:
 	mkdir -p $@
 
 asan:

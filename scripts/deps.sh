@@ -11,7 +11,8 @@ build_pkgs=(make gcc clang llvm pkg-config libbpf-dev bpftool libelf-dev zlib1g-
             libmicrohttpd-dev libcjson-dev libyaml-dev)
 test_pkgs=(libcmocka-dev python3-pytest python3-grpcio python3-protobuf python3-requests
            python3-yaml protobuf-compiler-grpc nginx-light curl prometheus valgrind
-           hyperfine wrk libclang-rt-14-dev procps iproute2)
+           hyperfine wrk libclang-rt-14-dev procps iproute2
+           prometheus-node-exporter)
 
 want=("${build_pkgs[@]}")
 [ "${1:-all}" = build ] || want+=("${test_pkgs[@]}")

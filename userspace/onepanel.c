@@ -512,19 +512,20 @@ static int connector_open(void)
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		goto fail;
-	struct {
-		struct nlmsghdr nh;
-		struct cn_msg cn;
-		enum proc_cn_mcast_op op;
-	} __attribute__((packed)) msg;
-	memset(&msg, 0, sizeof(msg));
-	msg.nh.nlmsg_len = sizeof(msg);
-	msg.nh.nlmsg_type = NLMSG_DONE;
-	msg.nh.nlmsg_pid = 0;
-	msg.cn.id.idx = CN_IDX_PROC;
-	msg.cn.id.val = CN_VAL_PROC;
-	msg.cn.len = sizeof(enum proc_cn_mcast_op);
-	msg.op = PROC_CN_MCAST_LISTEN;
+	/* nlmsghdr | cn_msg | op, laid out by hand: cn_msg ends in a
+	 * flexible array, so it cannot sit inside a struct. */
+	char msg[NLMSG_LENGTH(sizeof(struct cn_msg) + sizeof(enum proc_cn_mcast_op))]
+		__attribute__((aligned(NLMSG_ALIGNTO)));
+	memset(msg, 0, sizeof(msg));
+	struct nlmsghdr *nh = (struct nlmsghdr *)msg;
+	nh->nlmsg_len = sizeof(msg);
+	nh->nlmsg_type = NLMSG_DONE;
+	struct cn_msg *cn = NLMSG_DATA(nh);
+	cn->id.idx = CN_IDX_PROC;
+	cn->id.val = CN_VAL_PROC;
+	cn->len = sizeof(enum proc_cn_mcast_op);
+	enum proc_cn_mcast_op op = PROC_CN_MCAST_LISTEN;
+	memcpy(cn->data, &op, sizeof(op));
 	if (send(fd, &msg, sizeof(msg), 0) < 0)
 		goto fail;
 	return fd;

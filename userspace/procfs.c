@@ -894,9 +894,16 @@ int procfs_parse_loadavg(const char *text, size_t len, struct metrics *m)
 
 int procfs_parse_meminfo(const char *text, size_t len, struct metrics *m)
 {
+	/* meminfo key -> metric name part. snake_case, unlike node_exporter's
+	 * node_memory_MemTotal_bytes, because promtool's lint (which our
+	 * /metrics must pass) rejects camelCase names. */
 	static const char *const keys[] = {
 		"MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached",
 		"SwapTotal", "SwapFree", "Shmem", "SReclaimable",
+	};
+	static const char *const names[] = {
+		"total", "free", "available", "buffers", "cached",
+		"swap_total", "swap_free", "shmem", "sreclaimable",
 	};
 	struct span rest = span_of(text, len), line, key, val, tok;
 	char name[96];
@@ -904,8 +911,10 @@ int procfs_parse_meminfo(const char *text, size_t len, struct metrics *m)
 	int err;
 
 	for (size_t i = 0; i < NELEM(keys); i++) {
-		snprintf(name, sizeof(name), "node_memory_%s_bytes", keys[i]);
-		err = metrics_declare(m, name, MT_GAUGE, "Memory information field from /proc/meminfo.");
+		char help[96];
+		snprintf(name, sizeof(name), "node_memory_%s_bytes", names[i]);
+		snprintf(help, sizeof(help), "%s from /proc/meminfo, in bytes.", keys[i]);
+		err = metrics_declare(m, name, MT_GAUGE, help);
 		if (err)
 			return add_err(err);
 	}
@@ -935,7 +944,7 @@ int procfs_parse_meminfo(const char *text, size_t len, struct metrics *m)
 			continue;
 		if (i == 0)
 			total = true;
-		snprintf(name, sizeof(name), "node_memory_%s_bytes", keys[i]);
+		snprintf(name, sizeof(name), "node_memory_%s_bytes", names[i]);
 		err = metrics_add(m, name, bytes, NULL);
 		if (err)
 			return add_err(err);

@@ -51,8 +51,9 @@ int procfs_boot_time(const char *proc_root, double *btime);
  *   node_procs_running, node_procs_blocked                 gauge
  *   node_boot_time_seconds                                 gauge
  *   node_load1, node_load5, node_load15                    gauge
- *   node_memory_MemTotal_bytes, _MemFree_, _MemAvailable_, _Buffers_,
- *     _Cached_, _SwapTotal_, _SwapFree_, _Shmem_, _SReclaimable_ (bytes)   gauge
+ *   node_memory_total_bytes, _free_, _available_, _buffers_, _cached_,
+ *     _swap_total_, _swap_free_, _shmem_, _sreclaimable_ (bytes)     gauge
+ *     (snake_case: promtool's lint rejects node_exporter's camelCase)
  *   node_filesystem_size_bytes, _free_bytes, _avail_bytes,
  *     _files, _files_free {device,fstype,mountpoint}       gauge
  *     (real filesystems only: fstypes not marked "nodev" in

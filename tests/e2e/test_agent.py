@@ -149,7 +149,7 @@ def test_metrics_prometheus_and_json(tmp_path, sim, agents):
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = r.text
-    for name in ("node_cpu_seconds_total", "node_memory_MemAvailable_bytes", "node_load1",
+    for name in ("node_cpu_seconds_total", "node_memory_available_bytes", "node_load1",
                  "node_network_receive_bytes_total", "node_filesystem_avail_bytes",
                  "onepanel_up", "onepanel_cpu_seconds_total", "onepanel_open_fds", "onepanel_threads",
                  "oneshield_agent_resident_memory_bytes", "oneshield_agent_events_total"):

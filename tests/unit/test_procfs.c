@@ -489,11 +489,11 @@ static void test_collect_fixture(void **state)
 	assert_near(value_of(m, "node_load1"), 0.14);
 	assert_near(value_of(m, "node_load5"), 0.09);
 	assert_near(value_of(m, "node_load15"), 0.04);
-	assert_near(value_of(m, "node_memory_MemTotal_bytes"), 24684096.0 * 1024);
-	assert_near(value_of(m, "node_memory_MemAvailable_bytes"), 24319024.0 * 1024);
-	assert_near(value_of(m, "node_memory_SReclaimable_bytes"), 60180.0 * 1024);
-	assert_near(value_of(m, "node_memory_Shmem_bytes"), 8788.0 * 1024);
-	assert_near(value_of(m, "node_memory_SwapTotal_bytes"), 0);
+	assert_near(value_of(m, "node_memory_total_bytes"), 24684096.0 * 1024);
+	assert_near(value_of(m, "node_memory_available_bytes"), 24319024.0 * 1024);
+	assert_near(value_of(m, "node_memory_sreclaimable_bytes"), 60180.0 * 1024);
+	assert_near(value_of(m, "node_memory_shmem_bytes"), 8788.0 * 1024);
+	assert_near(value_of(m, "node_memory_swap_total_bytes"), 0);
 
 	/* diskstats: vda counted, idle loop devices dropped, idle zram kept */
 	assert_near(value_of(m, "node_disk_reads_completed_total", "device", "vda"), 36202);
@@ -555,7 +555,7 @@ static void test_collect_no_pressure(void **state)
 	assert_int_equal(metrics_lookup(m, "node_pressure_io_stalled_seconds_total", &v, NULL), -ENOENT);
 	assert_near(value_of(m, "node_load1"), 0.14);
 	assert_near(value_of(m, "node_forks_total"), 5070);
-	assert_near(value_of(m, "node_memory_MemTotal_bytes"), 24684096.0 * 1024);
+	assert_near(value_of(m, "node_memory_total_bytes"), 24684096.0 * 1024);
 	assert_near(value_of(m, "node_disk_reads_completed_total", "device", "vda"), 36202);
 	assert_near(value_of(m, "node_network_receive_bytes_total", "device", "eth0"), 51867466);
 	assert_true(value_of(m, "node_filesystem_avail_bytes", "mountpoint", "/") >= 0);
@@ -681,9 +681,9 @@ static void test_meminfo_loadavg_edge(void **state)
 	(void)state;
 	s = "MemTotal: 100 kB\nHugePages_Total:       0\nSwapFree:    7 kB";
 	assert_int_equal(run_parser(procfs_parse_meminfo, s, strlen(s), m), 0);
-	assert_near(value_of(m, "node_memory_MemTotal_bytes"), 102400);
-	assert_near(value_of(m, "node_memory_SwapFree_bytes"), 7168);
-	assert_true(missing(m, "node_memory_Cached_bytes"));
+	assert_near(value_of(m, "node_memory_total_bytes"), 102400);
+	assert_near(value_of(m, "node_memory_swap_free_bytes"), 7168);
+	assert_true(missing(m, "node_memory_cached_bytes"));
 
 	metrics_reset(m);
 	s = "MemFree: 100 kB\n";	/* no MemTotal: not meminfo */
@@ -849,7 +849,7 @@ static void test_collect_live(void **state)
 	(void)state;
 	assert_int_equal(procfs_collect_host(m, "/proc"), 0);
 	assert_true(value_of(m, "node_cpu_seconds_total", "cpu", "0", "mode", "idle") > 0);
-	assert_true(value_of(m, "node_memory_MemTotal_bytes") > 0);
+	assert_true(value_of(m, "node_memory_total_bytes") > 0);
 	assert_true(value_of(m, "node_boot_time_seconds") > 0);
 	assert_true(value_of(m, "node_forks_total") > 0);
 	assert_true(value_of(m, "node_load1") >= 0);

@@ -1,0 +1,112 @@
+#!/usr/bin/python3
+"""Idle cost of the agent beside a running onepanel (the simulator).
+
+Runs the simulator (2 workers, no synthetic traffic) and the agent with a 1 s
+sampling interval, scrapes /metrics once a second (as Prometheus would), and
+reports the agent's RSS and CPU over the window. When Debian's
+prometheus-node-exporter is installed it is measured in the same run, under
+the same 1 s scrapes, as the baseline for host-metric collection (NGINX Agent
+is not packaged for Debian and cannot be installed on these machines).
+
+    make bench-idle [BENCH_ARGS="--seconds 60"]
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def mem_kib(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_http(url, deadline=20):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"no answer from {url}")
+
+
+def measure(name, pid, url, seconds):
+    wait_http(url)
+    time.sleep(2)  # let start-up work finish before the window opens
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    rss_max = 0
+    while time.monotonic() - t0 < seconds:
+        urllib.request.urlopen(url, timeout=5).read()
+        rss_max = max(rss_max, mem_kib(pid, "VmRSS"))
+        time.sleep(1)
+    c1, t1 = cpu_seconds(pid), time.monotonic()
+    cpu_pct = 100.0 * (c1 - c0) / (t1 - t0)
+    rss = mem_kib(pid, "VmRSS")
+    print(f"{name:28s} RSS {rss / 1024:6.2f} MiB (max {rss_max / 1024:6.2f}, HWM {mem_kib(pid, 'VmHWM') / 1024:6.2f})"
+          f"   CPU {cpu_pct:6.3f} % of a core over {t1 - t0:.0f} s")
+    return rss, cpu_pct
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agent", default="build/oneshield-agent")
+    ap.add_argument("--sim", default="build/onepanel-sim")
+    ap.add_argument("--seconds", type=int, default=60)
+    args = ap.parse_args()
+    d = tempfile.mkdtemp(prefix="oneshield-bench-")
+    os.chmod(d, 0o755)
+    sim = os.path.realpath(args.sim)
+    with open(f"{d}/onepanel.conf", "w") as f:
+        f.write(f"listen 127.0.0.1:0;\npid_file {d}/onepanel.pid;\naccess_log {d}/access.log;\n"
+                f"error_log {d}/error.log;\nworkers 2;\n")
+    with open(f"{d}/agent.yaml", "w") as f:
+        f.write(f"onepanel:\n  binary: {sim}\n  pid_file: {d}/onepanel.pid\n  config_file: {d}/onepanel.conf\n"
+                f"  allowed_dirs: [{d}]\n  validate_command: \"{sim} -t -c {{config}}\"\n"
+                f"api:\n  rest_listen: 127.0.0.1:19440\n  grpc_listen: off\nmetrics:\n  interval: 1s\n")
+    procs = []
+    try:
+        procs.append(subprocess.Popen([sim, "-c", f"{d}/onepanel.conf"], stderr=subprocess.DEVNULL))
+        agent = subprocess.Popen([os.path.realpath(args.agent), "-c", f"{d}/agent.yaml"],
+                                 stderr=subprocess.DEVNULL)
+        procs.append(agent)
+        print(f"idle benchmark: {args.seconds} s window, 1 s interval, /metrics scraped every 1 s")
+        rss, cpu = measure("oneshield-agent", agent.pid, "http://127.0.0.1:19440/metrics", args.seconds)
+        ne = shutil.which("prometheus-node-exporter")
+        if ne:
+            nep = subprocess.Popen([ne, "--web.listen-address=127.0.0.1:19100"], stderr=subprocess.DEVNULL)
+            procs.append(nep)
+            measure("prometheus-node-exporter", nep.pid, "http://127.0.0.1:19100/metrics", args.seconds)
+        else:
+            print("prometheus-node-exporter not installed: no baseline in this run")
+        goal_ok = rss <= 8 * 1024 and cpu <= 0.2
+        print(f"goal (RSS <= 8 MiB, CPU <= 0.2 %): {'met' if goal_ok else 'NOT met'}")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

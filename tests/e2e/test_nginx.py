@@ -1,0 +1,124 @@
+"""The agent tracking real nginx (Debian's), run in the foreground from a
+temporary prefix: nginx is the stand-in for a real onepanel."""
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from conftest import SSE, agent_yaml, free_port, wait_for
+
+NGINX = "/usr/sbin/nginx"
+pytestmark = pytest.mark.skipif(not os.path.exists(NGINX) and not os.environ.get("CI"),
+                                reason="nginx not installed")
+
+
+class Nginx:
+    def __init__(self, tmp_path, workers=2):
+        self.prefix = str(tmp_path / "nginx")
+        os.makedirs(self.prefix + "/html", exist_ok=True)
+        for d in (str(tmp_path), self.prefix, self.prefix + "/html"):
+            os.chmod(d, 0o755)
+        with open(self.prefix + "/html/index.html", "w") as f:
+            f.write("hello\n")
+        self.port = free_port()
+        self.pid_file = self.prefix + "/nginx.pid"
+        self.conf = self.prefix + "/nginx.conf"
+        self.error_log = self.prefix + "/error.log"
+        self.access_log = self.prefix + "/access.log"
+        p = self.prefix
+        with open(self.conf, "w") as f:
+            f.write(f"""daemon off;
+worker_processes {workers};
+pid {self.pid_file};
+error_log {self.error_log} notice;
+events {{ worker_connections 64; }}
+http {{
+    access_log {self.access_log};
+    client_body_temp_path {p}/client_body;
+    proxy_temp_path {p}/proxy;
+    fastcgi_temp_path {p}/fastcgi;
+    uwsgi_temp_path {p}/uwsgi;
+    scgi_temp_path {p}/scgi;
+    server {{ listen 127.0.0.1:{self.port}; root {p}/html; }}
+}}
+""")
+        self.proc = None
+
+    def start(self):
+        if os.path.exists(self.pid_file):
+            os.unlink(self.pid_file)
+        self.proc = subprocess.Popen([NGINX, "-p", self.prefix, "-c", self.conf, "-e", self.error_log],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: os.path.exists(self.pid_file) and open(self.pid_file).read().strip(),
+                 what="nginx pid file")
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    n = Nginx(tmp_path)
+    yield n
+    n.stop()
+
+
+def nginx_agent(n):
+    return agent_yaml({
+        "binary": NGINX,
+        "pid_file": n.pid_file,
+        "config_file": n.conf,
+        "allowed_dirs": f"[{n.prefix}]",
+        "validate_command": f"\"{NGINX} -t -c {{config}}\"",
+        "access_logs": f"[{{ path: {n.access_log}, format: combined }}]",
+        "error_logs": f"[{{ path: {n.error_log} }}]",
+    })
+
+
+def test_nginx_found_children_stop_and_restart(tmp_path, nginx, agents):
+    assert shutil.which(NGINX)
+    pid = nginx.start()
+    a = agents(tmp_path, nginx_agent(nginx))
+    found = a.wait_event("ONEPANEL_FOUND_MESSAGE")
+    assert found["pid"] == pid
+    assert found["fields"]["found_by"] == "pid_file"
+    assert found["fields"]["exe"] == NGINX
+    # both workers counted as children of the master
+    wait_for(lambda: "onepanel_children 2" in a.get("/metrics").text, what="2 nginx workers")
+
+    s = SSE(a.port, f"/v1/events/stream?after={a.last_seq()}")
+    # graceful stop: exit status 0
+    os.kill(pid, signal.SIGQUIT)
+    stop = s.next()["data"]
+    assert stop["type"] == "ONEPANEL_STOP_MESSAGE" and stop["pid"] == pid and stop["exit_code"] == 0
+    nginx.proc.wait(timeout=20)
+
+    pid2 = nginx.start()
+    found2 = s.next()["data"]
+    assert found2["type"] == "ONEPANEL_FOUND_MESSAGE" and found2["pid"] == pid2
+    assert a.get("/v1/status").json()["onepanel"]["restarts"] == 1
+
+    # the whole process group killed: the master died of SIGKILL
+    os.killpg(pid2, signal.SIGKILL)
+    stop2 = s.next()["data"]
+    assert stop2["type"] == "ONEPANEL_STOP_MESSAGE" and stop2["pid"] == pid2 and stop2["signal"] == 9
+    s.close()
+    assert a.stop() == 0
+
+
+def test_nginx_found_by_scan_without_pid_file(tmp_path, nginx, agents):
+    others = subprocess.run(["pgrep", "-x", "nginx"], capture_output=True, text=True).stdout.split()
+    if others:
+        pytest.skip(f"another nginx runs on this host ({others}); a scan would rightly find the oldest")
+    pid = nginx.start()
+    cfg = nginx_agent(nginx).replace(f"  pid_file: {nginx.pid_file}\n", "")
+    a = agents(tmp_path, cfg)
+    found = a.wait_event("ONEPANEL_FOUND_MESSAGE")
+    # the master, not one of its workers (whose parent matches the binary)
+    assert found["pid"] == pid
+    assert found["fields"]["found_by"] == "scan"

@@ -1,0 +1,778 @@
+/* Unit tests for the configuration loader (userspace/config.c). */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char full_example[] =
+	"onepanel:\n"							/* 1 */
+	"  binary: /usr/sbin/nginx           # absolute executable path\n"
+	"  name: nginx\n"
+	"  pid_file: /run/nginx.pid\n"
+	"  config_file: /etc/nginx/nginx.conf\n"			/* 5 */
+	"  allowed_dirs: [/etc/nginx, //srv//www/, /]\n"
+	"  validate_command: \"/usr/sbin/nginx -t -c {config}\"\n"
+	"  reload_signal: HUP\n"
+	"  reload_timeout: 5s\n"
+	"  access_logs:\n"						/* 10 */
+	"    - { path: /var/log/nginx/access.log, format: combined }\n"
+	"    - { path: /var/log/nginx/api.log }\n"
+	"    - path: /var/log/nginx/json.log\n"
+	"      format: json\n"
+	"  error_logs:\n"						/* 15 */
+	"    - { path: /var/log/nginx/error.log }\n"
+	"api:\n"
+	"  rest_listen: 127.0.0.1:9440\n"
+	"  grpc_listen: \"[::1]:9441\"\n"
+	"  max_sse_clients: 64\n"					/* 20 */
+	"metrics:\n"
+	"  interval: 1s\n"
+	"events:\n"
+	"  journal_size: 4096\n";
+
+static struct agent_config *parse_ok(const char *text)
+{
+	struct agent_config *c = NULL;
+	char err[512] = "";
+	int rc = config_parse(text, strlen(text), "t.yaml", &c, err, sizeof(err));
+
+	if (rc)
+		print_error("unexpected error %d: %s\n", rc, err);
+	assert_int_equal(rc, 0);
+	assert_non_null(c);
+	return c;
+}
+
+static void test_full_example(void **state)
+{
+	struct agent_config *c = parse_ok(full_example);
+	const struct onepanel_config *op = &c->onepanel;
+
+	(void)state;
+	assert_string_equal(c->path, "t.yaml");
+	assert_true(op->configured);
+	assert_string_equal(op->binary, "/usr/sbin/nginx");
+	assert_string_equal(op->name, "nginx");
+	assert_string_equal(op->pid_file, "/run/nginx.pid");
+	assert_string_equal(op->config_file, "/etc/nginx/nginx.conf");
+	assert_int_equal(op->n_allowed_dirs, 3);
+	assert_string_equal(op->allowed_dirs[0], "/etc/nginx");
+	assert_string_equal(op->allowed_dirs[1], "/srv/www");
+	assert_string_equal(op->allowed_dirs[2], "/");
+	assert_string_equal(op->validate_command, "/usr/sbin/nginx -t -c {config}");
+	assert_int_equal(op->reload_signal, SIGHUP);
+	assert_int_equal(op->reload_timeout_ms, 5000);
+	assert_int_equal(op->n_access_logs, 3);
+	assert_string_equal(op->access_logs[0].path, "/var/log/nginx/access.log");
+	assert_string_equal(op->access_logs[0].format, "combined");
+	assert_string_equal(op->access_logs[1].path, "/var/log/nginx/api.log");
+	assert_string_equal(op->access_logs[1].format, "combined");
+	assert_string_equal(op->access_logs[2].path, "/var/log/nginx/json.log");
+	assert_string_equal(op->access_logs[2].format, "json");
+	assert_int_equal(op->n_error_logs, 1);
+	assert_string_equal(op->error_logs[0].path, "/var/log/nginx/error.log");
+	assert_null(op->error_logs[0].format);
+	assert_string_equal(c->api.rest_listen, "127.0.0.1:9440");
+	assert_string_equal(c->api.grpc_listen, "[::1]:9441");
+	assert_int_equal(c->api.max_sse_clients, 64);
+	assert_int_equal(c->metrics.interval_ms, 1000);
+	assert_int_equal(c->events.journal_size, 4096);
+	config_free(c);
+}
+
+static void check_defaults(const struct agent_config *c)
+{
+	const struct onepanel_config *op = &c->onepanel;
+
+	assert_false(op->configured);
+	assert_null(op->binary);
+	assert_null(op->name);
+	assert_null(op->pid_file);
+	assert_null(op->config_file);
+	assert_null(op->allowed_dirs);
+	assert_int_equal(op->n_allowed_dirs, 0);
+	assert_null(op->validate_command);
+	assert_int_equal(op->reload_signal, SIGHUP);
+	assert_int_equal(op->reload_timeout_ms, 5000);
+	assert_int_equal(op->n_access_logs, 0);
+	assert_int_equal(op->n_error_logs, 0);
+	assert_string_equal(c->api.rest_listen, "127.0.0.1:9440");
+	assert_string_equal(c->api.grpc_listen, "127.0.0.1:9441");
+	assert_int_equal(c->api.max_sse_clients, 64);
+	assert_int_equal(c->metrics.interval_ms, 1000);
+	assert_int_equal(c->events.journal_size, 4096);
+}
+
+static void test_defaults(void **state)
+{
+	static const char *const docs[] = {
+		"{}\n",
+		"api: {}\n",
+		"# only empty sections\napi:\nmetrics:\nevents: ~\n",
+	};
+	struct agent_config *c;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < ARRAY_SIZE(docs); i++) {
+		c = parse_ok(docs[i]);
+		check_defaults(c);
+		config_free(c);
+	}
+	c = config_default();
+	assert_non_null(c);
+	check_defaults(c);
+	config_free(c);
+	config_free(NULL);
+}
+
+static void test_onepanel_variants(void **state)
+{
+	struct agent_config *c;
+
+	(void)state;
+	c = parse_ok("onepanel:\n  name: nginx\n");
+	assert_true(c->onepanel.configured);
+	assert_string_equal(c->onepanel.name, "nginx");
+	assert_null(c->onepanel.binary);
+	config_free(c);
+
+	c = parse_ok("onepanel: { pid_file: /run/x.pid, reload_signal: SIGUSR2, reload_timeout: 1.5s }\n");
+	assert_true(c->onepanel.configured);
+	assert_string_equal(c->onepanel.pid_file, "/run/x.pid");
+	assert_int_equal(c->onepanel.reload_signal, SIGUSR2);
+	assert_int_equal(c->onepanel.reload_timeout_ms, 1500);
+	config_free(c);
+
+	c = parse_ok("onepanel:\n  binary: /usr/sbin/nginx\n  reload_signal: 10\n"
+		     "  allowed_dirs: []\n  access_logs:\n  error_logs: []\n"
+		     "api:\n  rest_listen: off\n  grpc_listen: \"\"\n"
+		     "  max_sse_clients: 10000\nmetrics:\n  interval: 1h\n"
+		     "events:\n  journal_size: 16\n");
+	assert_int_equal(c->onepanel.reload_signal, 10);
+	assert_int_equal(c->onepanel.n_allowed_dirs, 0);
+	assert_int_equal(c->onepanel.n_access_logs, 0);
+	assert_null(c->api.rest_listen);
+	assert_null(c->api.grpc_listen);
+	assert_int_equal(c->api.max_sse_clients, 10000);
+	assert_int_equal(c->metrics.interval_ms, 3600000);
+	assert_int_equal(c->events.journal_size, 16);
+	config_free(c);
+
+	/* Anchors and aliases are plain YAML and allowed. */
+	c = parse_ok("onepanel:\n  binary: &b /usr/sbin/nginx\n  config_file: *b\n"
+		     "  access_logs: [ &l { path: /a, format: \"$remote_addr $status\" }, *l ]\n");
+	assert_string_equal(c->onepanel.config_file, "/usr/sbin/nginx");
+	assert_int_equal(c->onepanel.n_access_logs, 2);
+	assert_string_equal(c->onepanel.access_logs[1].format, "$remote_addr $status");
+	config_free(c);
+}
+
+/* ---- error paths ---- */
+
+struct err_case {
+	const char *name;
+	const char *text;
+	size_t line;		/* 0: "t.yaml: message" without a line */
+	const char *msg;	/* substring of the message */
+	int rc;			/* 0 means -EINVAL */
+};
+
+#define E(n, t, l, m) { .name = n, .text = t, .line = l, .msg = m }
+
+static const struct err_case err_cases[] = {
+	/* unknown keys */
+	E("unknown_top_key", "api: {}\nmetrics: {}\nonepanle:\n  binary: /x\n", 3,
+	  "unknown key \"onepanle\" at top level"),
+	E("unknown_onepanel_key", "onepanel:\n  binary: /x\n  binry: /y\n", 3,
+	  "unknown key \"binry\" in onepanel"),
+	E("unknown_api_key", "api:\n  rest: 1\n", 2, "unknown key \"rest\" in api"),
+	E("unknown_log_key", "onepanel:\n  binary: /x\n  access_logs:\n    - path: /a\n      fmt: json\n",
+	  5, "unknown key \"fmt\" in onepanel.access_logs[0]"),
+	E("error_log_has_no_format", "onepanel:\n  binary: /x\n  error_logs:\n    - { path: /a }\n"
+	  "    - { path: /b, format: json }\n", 5, "unknown key \"format\" in onepanel.error_logs[1]"),
+	E("unknown_key_escaped", "\"a\\tb\": 1\n", 1, "unknown key \"a\\x09b\" at top level"),
+	/* node types */
+	E("mapping_for_scalar", "onepanel:\n  binary:\n    path: /x\n", 3,
+	  "onepanel.binary: expected a scalar, got a mapping"),
+	E("list_for_scalar", "metrics:\n  interval: [1s]\n", 2,
+	  "metrics.interval: expected a scalar, got a list"),
+	E("scalar_for_list", "onepanel:\n  binary: /x\n  allowed_dirs: /etc/nginx\n", 3,
+	  "onepanel.allowed_dirs: expected a list, got a scalar"),
+	E("mapping_for_list", "onepanel:\n  binary: /x\n  access_logs: { path: /a }\n", 3,
+	  "onepanel.access_logs: expected a list, got a mapping"),
+	E("scalar_for_log_entry", "onepanel:\n  binary: /x\n  access_logs:\n    - /var/log/a.log\n", 4,
+	  "onepanel.access_logs[0]: expected a mapping, got a scalar"),
+	E("list_for_section", "api:\n  - 1\n", 2, "api: expected a mapping, got a list"),
+	E("scalar_for_section", "\nevents: 5\n", 2, "events: expected a mapping, got a scalar"),
+	E("list_in_dirs", "onepanel:\n  binary: /x\n  allowed_dirs: [[/a]]\n", 3,
+	  "onepanel.allowed_dirs[0]: expected a scalar, got a list"),
+	E("non_scalar_key", "api:\n  ? [a]\n  : 1\n", 2, "api: keys must be scalars, got a list"),
+	E("alias_cycle", "onepanel: &a\n  binary: /x\n  access_logs: *a\n", 1,
+	  "onepanel.access_logs: expected a list, got a mapping"),
+	/* duplicates */
+	E("duplicate_top_key", "api: {}\nmetrics: {}\napi: {}\n", 3,
+	  "duplicate key \"api\" at top level"),
+	E("duplicate_onepanel_key", "onepanel:\n  binary: /x\n  name: a\n  binary: /y\n", 4,
+	  "duplicate key \"binary\" in onepanel"),
+	E("duplicate_quoted_key", "events:\n  journal_size: 16\n  \"journal_size\": 32\n", 3,
+	  "duplicate key \"journal_size\" in events"),
+	/* paths */
+	E("relative_binary", "onepanel:\n  binary: usr/sbin/nginx\n", 2,
+	  "onepanel.binary: \"usr/sbin/nginx\" is not an absolute path"),
+	E("relative_pid_file", "onepanel:\n  name: nginx\n  pid_file: run/nginx.pid\n", 3,
+	  "onepanel.pid_file: \"run/nginx.pid\" is not an absolute path"),
+	E("relative_config_file", "onepanel:\n  name: nginx\n\n  config_file: nginx.conf\n", 4,
+	  "onepanel.config_file: \"nginx.conf\" is not an absolute path"),
+	E("relative_log_path", "onepanel:\n  name: nginx\n  access_logs:\n    - { path: /a }\n"
+	  "    - { path: b.log }\n", 5, "onepanel.access_logs[1].path: \"b.log\" is not an absolute path"),
+	E("empty_binary", "onepanel:\n  binary: \"\"\n", 2, "onepanel.binary: must not be empty"),
+	E("null_binary", "onepanel:\n  name: x\n  binary:\n", 3, "onepanel.binary: must not be empty"),
+	E("empty_log_path", "onepanel:\n  name: x\n  error_logs: [ { path: '' } ]\n", 3,
+	  "onepanel.error_logs[0].path: must not be empty"),
+	E("missing_log_path", "onepanel:\n  name: x\n  access_logs:\n    - format: json\n", 4,
+	  "onepanel.access_logs[0]: path is required"),
+	E("empty_log_format", "onepanel:\n  name: x\n  access_logs:\n    - path: /a\n      format: \"\"\n",
+	  5, "onepanel.access_logs[0].format: must not be empty"),
+	E("nul_in_path", "onepanel:\n  binary: \"/usr/sbin/nginx\\0x\"\n", 2,
+	  "onepanel.binary: value contains a NUL byte"),
+	E("relative_allowed_dir", "onepanel:\n  name: x\n  allowed_dirs:\n    - /etc/nginx\n    - etc\n",
+	  5, "onepanel.allowed_dirs[1]: \"etc\" is not an absolute path"),
+	E("dotdot_allowed_dir", "onepanel:\n  name: x\n  allowed_dirs: [/etc/nginx/../shadow]\n", 3,
+	  "onepanel.allowed_dirs[0]: \"/etc/nginx/../shadow\" must not contain \".\" or \"..\" components"),
+	E("dot_allowed_dir", "onepanel:\n  name: x\n  allowed_dirs: [/etc/./nginx]\n", 3,
+	  "must not contain \".\" or \"..\" components"),
+	E("trailing_dotdot_allowed_dir", "onepanel:\n  name: x\n  allowed_dirs: [\"/etc/..\"]\n", 3,
+	  "must not contain"),
+	E("empty_allowed_dir", "onepanel:\n  name: x\n  allowed_dirs: [\"\"]\n", 3,
+	  "onepanel.allowed_dirs[0]: must not be empty"),
+	/* process name */
+	E("name_too_long", "onepanel:\n  name: a-very-long-process-name\n", 2,
+	  "onepanel.name: \"a-very-long-process-name\" is longer than 15 characters"),
+	E("name_empty", "onepanel:\n  name: ''\n", 2, "onepanel.name: must not be empty"),
+	/* onepanel needs a process */
+	E("onepanel_without_process", "api: {}\nonepanel:\n  config_file: /etc/nginx/nginx.conf\n", 2,
+	  "onepanel: one of binary, name or pid_file is required"),
+	E("onepanel_null", "\n\nonepanel:\n", 3, "onepanel: one of binary, name or pid_file is required"),
+	E("onepanel_empty_mapping", "onepanel: {}\n", 1, "one of binary, name or pid_file is required"),
+	/* validate_command */
+	E("validate_command_empty", "onepanel:\n  name: x\n  validate_command: \"\"\n", 3,
+	  "onepanel.validate_command: must not be empty"),
+	E("validate_command_blank", "onepanel:\n  name: x\n  validate_command: \"  \\t \"\n", 3,
+	  "onepanel.validate_command: must not be empty"),
+	E("validate_command_quote", "onepanel:\n  name: x\n  validate_command: nginx -t -c '{config}\n", 3,
+	  "onepanel.validate_command: unterminated single quote"),
+	E("validate_command_dquote", "onepanel:\n  name: x\n  validate_command: 'nginx -c \"x'\n", 3,
+	  "onepanel.validate_command: unterminated double quote"),
+	/* signals */
+	E("signal_unknown", "onepanel:\n  name: x\n  reload_signal: FOO\n", 3,
+	  "onepanel.reload_signal: unknown signal \"FOO\""),
+	E("signal_zero", "onepanel:\n  name: x\n  reload_signal: 0\n", 3, "unknown signal \"0\""),
+	E("signal_65", "onepanel:\n  name: x\n  reload_signal: 65\n", 3, "unknown signal \"65\""),
+	E("signal_kill", "onepanel:\n  name: x\n  reload_signal: KILL\n", 3,
+	  "onepanel.reload_signal: \"KILL\" cannot be used to reload"),
+	/* durations */
+	E("interval_abc", "api: {}\n\n\n\n\nmetrics:\n  interval: abc\n", 7,
+	  "metrics.interval: invalid duration \"abc\" (use e.g. 500ms, 1s, 2m)"),
+	E("interval_zero", "metrics:\n  interval: 0\n", 2, "metrics.interval: \"0\" is out of range (100ms..1h)"),
+	E("interval_too_long", "metrics:\n  interval: 61m\n", 2, "metrics.interval: \"61m\" is out of range"),
+	E("interval_negative", "metrics:\n  interval: -1s\n", 2, "invalid duration \"-1s\""),
+	E("reload_timeout_short", "onepanel:\n  name: x\n  reload_timeout: 50ms\n", 3,
+	  "onepanel.reload_timeout: \"50ms\" is out of range (100ms..10m)"),
+	E("reload_timeout_long", "onepanel:\n  name: x\n  reload_timeout: 11m\n", 3,
+	  "onepanel.reload_timeout: \"11m\" is out of range (100ms..10m)"),
+	E("reload_timeout_unit", "onepanel:\n  name: x\n  reload_timeout: 5 s\n", 3,
+	  "onepanel.reload_timeout: invalid duration \"5 s\""),
+	/* listen addresses */
+	E("port_zero", "api:\n  rest_listen: 127.0.0.1:0\n", 2,
+	  "api.rest_listen: invalid listen address \"127.0.0.1:0\""),
+	E("port_70000", "api:\n  grpc_listen: 127.0.0.1:70000\n", 2,
+	  "api.grpc_listen: invalid listen address \"127.0.0.1:70000\""),
+	E("listen_hostname", "api:\n  rest_listen: localhost:9440\n", 2,
+	  "api.rest_listen: invalid listen address \"localhost:9440\""),
+	E("listen_no_port", "api:\n  rest_listen: 127.0.0.1\n", 2, "invalid listen address"),
+	E("listen_v6_unbracketed", "api:\n  rest_listen: \"::1:9440\"\n", 2, "invalid listen address"),
+	/* numbers */
+	E("journal_size_3", "events:\n  journal_size: 3\n", 2,
+	  "events.journal_size: \"3\" is out of range (16..1048576)"),
+	E("journal_size_big", "events:\n  journal_size: 1048577\n", 2, "is out of range (16..1048576)"),
+	E("journal_size_abc", "events:\n  journal_size: 4k\n", 2, "events.journal_size: \"4k\" is not a number"),
+	E("journal_size_huge", "events:\n  journal_size: 99999999999999999999999\n", 2, "is not a number"),
+	E("sse_clients_zero", "api:\n  max_sse_clients: 0\n", 2,
+	  "api.max_sse_clients: \"0\" is out of range (1..10000)"),
+	E("sse_clients_negative", "api:\n  max_sse_clients: -5\n", 2, "api.max_sse_clients: \"-5\" is not a number"),
+	/* documents */
+	E("empty_file", "", 1, "empty configuration"),
+	E("comments_only", "# nothing here\n# at all\n", 1, "empty configuration"),
+	E("explicit_null_document", "---\n~\n", 2, "empty configuration"),
+	E("top_level_list", "\n- a\n- b\n", 2, "the top level must be a mapping, got a list"),
+	E("top_level_scalar", "hello\n", 1, "the top level must be a mapping, got a scalar"),
+	E("two_documents", "api: {}\n---\nmetrics: {}\n", 3, "only one YAML document is allowed"),
+	/* YAML syntax */
+	E("syntax_unclosed_flow", "api: {}\nonepanel: [a, b\nmetrics: {}\n", 3, "invalid YAML"),
+	E("syntax_bad_indent", "onepanel:\n  binary: /x\n name: y\n", 3, "invalid YAML"),
+	E("syntax_tab_indent", "onepanel:\n\tbinary: /x\n", 2, "invalid YAML"),
+	E("syntax_unclosed_quote", "api:\n  rest_listen: \"127.0.0.1:1\n", 3, "invalid YAML"),
+	E("syntax_undefined_alias", "api:\n  rest_listen: *nope\n", 2, "invalid YAML: found undefined alias"),
+	E("syntax_bad_utf8", "api: {}\nmetrics:\n  interval: \"\xff\"\n", 3, "invalid YAML"),
+	E("syntax_control_char", "api: {}\n\x01: 1\n", 2, "invalid YAML"),
+};
+
+static void run_err_case(const struct err_case *ec, const char *text, size_t len)
+{
+	struct agent_config *c = (struct agent_config *)0x1;
+	char err[512], prefix[64];
+	int rc;
+
+	memset(err, 'X', sizeof(err));
+	rc = config_parse(text, len, "t.yaml", &c, err, sizeof(err));
+	if (rc != (ec->rc ? ec->rc : -EINVAL))
+		print_error("%s: rc %d, err \"%s\"\n", ec->name, rc, rc ? err : "");
+	assert_int_equal(rc, ec->rc ? ec->rc : -EINVAL);
+	assert_null(c);
+	if (ec->line)
+		snprintf(prefix, sizeof(prefix), "t.yaml:%zu: ", ec->line);
+	else
+		snprintf(prefix, sizeof(prefix), "t.yaml: ");
+	if (strncmp(err, prefix, strlen(prefix)) || !strstr(err, ec->msg))
+		print_error("%s: got \"%s\", want prefix \"%s\" and \"%s\"\n", ec->name, err, prefix, ec->msg);
+	assert_memory_equal(err, prefix, strlen(prefix));
+	assert_non_null(strstr(err, ec->msg));
+	/* Never more than one line. */
+	assert_null(strchr(err, '\n'));
+}
+
+static void test_err_case(void **state)
+{
+	const struct err_case *ec = *state;
+
+	run_err_case(ec, ec->text, strlen(ec->text));
+}
+
+static void test_err_too_big(void **state)
+{
+	static const struct err_case ec = { .name = "too_big", .msg = "larger than 1 MiB", .rc = -EFBIG };
+	size_t len = 1024 * 1024 + 1;
+	char *t = malloc(len + 1);
+
+	(void)state;
+	assert_non_null(t);
+	memset(t, '#', len);
+	t[len] = '\0';
+	run_err_case(&ec, t, len);
+	free(t);
+}
+
+static void test_err_nul_in_text(void **state)
+{
+	static const struct err_case ec = { .name = "nul_in_text", .line = 2, .msg = "invalid YAML" };
+	static const char t[] = "api: {}\nmetrics: {\0}\n";
+
+	(void)state;
+	run_err_case(&ec, t, sizeof(t) - 1);
+}
+
+static void test_err_small_buffers(void **state)
+{
+	struct agent_config *c = NULL;
+	char err[8];
+
+	(void)state;
+	/* Truncated, still terminated; NULL err is fine too. */
+	assert_int_equal(config_parse("x: 1\n", 5, "t.yaml", &c, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "t.yaml:");
+	assert_null(c);
+	assert_int_equal(config_parse("x: 1\n", 5, "t.yaml", &c, NULL, 0), -EINVAL);
+	assert_int_equal(config_parse("x: 1\n", 5, NULL, &c, err, 1), -EINVAL);
+	assert_string_equal(err, "");
+	assert_int_equal(config_parse("{}", 2, "t.yaml", NULL, NULL, 0), -EINVAL);
+}
+
+static void test_long_values_in_messages(void **state)
+{
+	struct agent_config *c = NULL;
+	char err[256], *t;
+	size_t n = 10000;
+
+	(void)state;
+	t = malloc(n + 32);
+	assert_non_null(t);
+	strcpy(t, "onepanel:\n  binary: ");
+	memset(t + strlen(t), 'a', n);
+	strcpy(t + 20 + n, "\n");
+	assert_int_equal(config_parse(t, strlen(t), "t.yaml", &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "t.yaml:2: onepanel.binary: \"aaaa"));
+	assert_non_null(strstr(err, "\"... is not an absolute path"));
+	free(t);
+}
+
+/* ---- config_load ---- */
+
+static char tmpdir[64];
+
+static int setup_tmpdir(void **state)
+{
+	(void)state;
+	strcpy(tmpdir, "/tmp/test_config.XXXXXX");
+	return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown_tmpdir(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static void write_file(const char *path, const char *data, size_t len)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void test_load_ok(void **state)
+{
+	struct agent_config *c = NULL;
+	char path[128], err[256] = "";
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/agent.yaml", tmpdir);
+	write_file(path, full_example, strlen(full_example));
+	assert_int_equal(config_load(path, &c, err, sizeof(err)), 0);
+	assert_non_null(c);
+	assert_string_equal(c->path, path);
+	assert_string_equal(c->onepanel.binary, "/usr/sbin/nginx");
+	config_free(c);
+}
+
+static void test_load_missing(void **state)
+{
+	struct agent_config *c = (struct agent_config *)0x1;
+	char path[128], want[256], err[256] = "";
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/nope.yaml", tmpdir);
+	assert_int_equal(config_load(path, &c, err, sizeof(err)), -ENOENT);
+	assert_null(c);
+	snprintf(want, sizeof(want), "%s: cannot open: %s", path, strerror(ENOENT));
+	assert_string_equal(err, want);
+}
+
+static void test_load_directory(void **state)
+{
+	struct agent_config *c = (struct agent_config *)0x1;
+	char want[256], err[256] = "";
+
+	(void)state;
+	assert_int_equal(config_load(tmpdir, &c, err, sizeof(err)), -EISDIR);
+	assert_null(c);
+	snprintf(want, sizeof(want), "%s: %s", tmpdir, strerror(EISDIR));
+	assert_string_equal(err, want);
+}
+
+static void test_load_too_big(void **state)
+{
+	struct agent_config *c = (struct agent_config *)0x1;
+	char path[128], err[256] = "";
+	size_t len = 1024 * 1024;
+	char *t = malloc(len + 1);
+
+	(void)state;
+	assert_non_null(t);
+	memset(t, '\n', len + 1);
+	memcpy(t, "api: {}\n", 8);
+	snprintf(path, sizeof(path), "%s/big.yaml", tmpdir);
+	/* Exactly 1 MiB is fine... */
+	write_file(path, t, len);
+	assert_int_equal(config_load(path, &c, err, sizeof(err)), 0);
+	config_free(c);
+	/* ...one byte more is not. */
+	write_file(path, t, len + 1);
+	assert_int_equal(config_load(path, &c, err, sizeof(err)), -EFBIG);
+	assert_null(c);
+	assert_non_null(strstr(err, ": larger than 1 MiB"));
+	assert_memory_equal(err, path, strlen(path));
+	free(t);
+}
+
+static void test_load_syntax_error(void **state)
+{
+	struct agent_config *c = (struct agent_config *)0x1;
+	char path[128], want[256], err[256] = "";
+	static const char text[] = "api:\n  rest_listen: 127.0.0.1:9440\n  max_sse_clients: lots\n";
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/bad.yaml", tmpdir);
+	write_file(path, text, strlen(text));
+	assert_int_equal(config_load(path, &c, err, sizeof(err)), -EINVAL);
+	assert_null(c);
+	snprintf(want, sizeof(want), "%s:3: api.max_sse_clients: \"lots\" is not a number", path);
+	assert_string_equal(err, want);
+}
+
+static void test_load_fifo(void **state)
+{
+	struct agent_config *c = (struct agent_config *)0x1;
+	char path[128], err[256] = "";
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/fifo", tmpdir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	/* Must neither block nor read it. */
+	assert_int_equal(config_load(path, &c, err, sizeof(err)), -EINVAL);
+	assert_null(c);
+	assert_non_null(strstr(err, ": not a regular file"));
+}
+
+/* ---- helpers ---- */
+
+static void test_duration(void **state)
+{
+	static const struct {
+		const char *s;
+		uint64_t ms;
+	} ok[] = {
+		{ "500ms", 500 }, { "1s", 1000 }, { "1.5s", 1500 }, { "2m", 120000 },
+		{ "1h", 3600000 }, { "5", 5000 }, { "0", 0 }, { "0.1s", 100 }, { "1.25m", 75000 },
+		{ "0.001s", 1 }, { "0.5h", 1800000 }, { "007s", 7000 }, { "2.5", 2500 },
+	};
+	static const char *const bad[] = {
+		"", "abc", "s", "1x", "1 s", " 1s", "1s ", "-1s", "+1s", "1.s", ".5s", "1..5s",
+		"1.5ms", "0.0001s", "1e3ms", "1S", "1sec", "99999999999999999999999s",
+		"18446744073709551615h", "1.0000000001s",
+	};
+	uint64_t ms;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < ARRAY_SIZE(ok); i++) {
+		ms = 12345;
+		if (config_parse_duration_ms(ok[i].s, &ms))
+			print_error("rejected \"%s\"\n", ok[i].s);
+		assert_int_equal(config_parse_duration_ms(ok[i].s, &ms), 0);
+		assert_int_equal(ms, ok[i].ms);
+	}
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
+		if (!config_parse_duration_ms(bad[i], &ms))
+			print_error("accepted \"%s\"\n", bad[i]);
+		assert_int_equal(config_parse_duration_ms(bad[i], &ms), -EINVAL);
+	}
+	assert_int_equal(config_parse_duration_ms(NULL, &ms), -EINVAL);
+}
+
+static void test_signal(void **state)
+{
+	static const struct {
+		const char *s;
+		int sig;
+	} ok[] = {
+		{ "HUP", SIGHUP }, { "SIGHUP", SIGHUP }, { "hup", SIGHUP }, { "USR1", SIGUSR1 },
+		{ "SIGUSR2", SIGUSR2 }, { "TERM", SIGTERM }, { "QUIT", SIGQUIT }, { "INT", SIGINT },
+		{ "WINCH", SIGWINCH }, { "sigwinch", SIGWINCH }, { "1", 1 }, { "64", 64 }, { "15", 15 },
+	};
+	static const char *const bad[] = { "", "FOO", "SIG", "SIGFOO", "0", "65", "-1", "1x", "HUP ",
+					   "99999999999999999999999" };
+	size_t i;
+	int sig;
+
+	(void)state;
+	for (i = 0; i < ARRAY_SIZE(ok); i++) {
+		sig = -1;
+		assert_int_equal(config_parse_signal(ok[i].s, &sig), 0);
+		assert_int_equal(sig, ok[i].sig);
+	}
+	for (i = 0; i < ARRAY_SIZE(bad); i++)
+		assert_int_equal(config_parse_signal(bad[i], &sig), -EINVAL);
+	assert_int_equal(config_parse_signal(NULL, &sig), -EINVAL);
+}
+
+static void test_listen(void **state)
+{
+	static const struct {
+		const char *s;
+		const char *host;
+		uint16_t port;
+	} ok[] = {
+		{ "127.0.0.1:9440", "127.0.0.1", 9440 }, { "0.0.0.0:1", "0.0.0.0", 1 },
+		{ "10.1.2.3:65535", "10.1.2.3", 65535 }, { "[::1]:9441", "::1", 9441 },
+		{ "[::]:80", "::", 80 }, { "[fe80::1:2]:8080", "fe80::1:2", 8080 },
+		{ "[::ffff:127.0.0.1]:443", "::ffff:127.0.0.1", 443 },
+	};
+	static const char *const bad[] = {
+		"", ":80", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
+		"127.0.0.1:70000", "127.0.0.1:-1", "127.0.0.1:+80", "127.0.0.1:80x", "127.0.0.1:000080",
+		"localhost:80", "1.2.3:80", "256.1.1.1:80", "::1:80", "[::1]", "[::1]80", "[::1:80",
+		"[127.0.0.1]:80", "[]:80", "[::1%eth0]:80", " 127.0.0.1:80", "[::1]:",
+	};
+	char host[64];
+	uint16_t port;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < ARRAY_SIZE(ok); i++) {
+		port = 0;
+		host[0] = '\0';
+		assert_int_equal(config_parse_listen(ok[i].s, host, sizeof(host), &port), 0);
+		assert_string_equal(host, ok[i].host);
+		assert_int_equal(port, ok[i].port);
+	}
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
+		if (!config_parse_listen(bad[i], host, sizeof(host), &port))
+			print_error("accepted \"%s\"\n", bad[i]);
+		assert_int_equal(config_parse_listen(bad[i], host, sizeof(host), &port), -EINVAL);
+	}
+	/* Host buffer too small; NULL outputs just validate. */
+	assert_int_equal(config_parse_listen("127.0.0.1:80", host, 9, &port), -EINVAL);
+	assert_int_equal(config_parse_listen("127.0.0.1:80", host, 10, &port), 0);
+	assert_int_equal(config_parse_listen("[::1]:80", NULL, 0, NULL), 0);
+	assert_int_equal(config_parse_listen(NULL, host, sizeof(host), &port), -EINVAL);
+}
+
+static void assert_argv(char **argv, const char *const *want)
+{
+	size_t i;
+
+	assert_non_null(argv);
+	for (i = 0; want[i]; i++) {
+		assert_non_null(argv[i]);
+		assert_string_equal(argv[i], want[i]);
+	}
+	assert_null(argv[i]);
+}
+
+static void test_split_command(void **state)
+{
+	static const char evil[] = "/tmp/my conf/x; rm -rf / $(id) `id` 'q' \"d\" {config}";
+	char **argv;
+
+	(void)state;
+	assert_int_equal(config_split_command("/usr/sbin/nginx -t -c {config}", "/etc/nginx/nginx.conf",
+					      &argv), 0);
+	assert_argv(argv, (const char *const[]){ "/usr/sbin/nginx", "-t", "-c", "/etc/nginx/nginx.conf",
+						 NULL });
+	config_free_argv(argv);
+
+	/* A hostile config path stays one literal argument, never re-split. */
+	assert_int_equal(config_split_command("  nginx\t-t  -c {config}  ", evil, &argv), 0);
+	assert_argv(argv, (const char *const[]){ "nginx", "-t", "-c", evil, NULL });
+	config_free_argv(argv);
+
+	/* Substitution inside words, several times, and in quotes. */
+	assert_int_equal(config_split_command("check --conf={config} '{config}.bak' x{config}{config}",
+					      "/a b", &argv), 0);
+	assert_argv(argv, (const char *const[]){ "check", "--conf=/a b", "/a b.bak", "x/a b/a b", NULL });
+	config_free_argv(argv);
+
+	/* Quotes join words; backslashes escape. */
+	assert_int_equal(config_split_command("sh -c 'echo \"hi there\"; exit 1' \"a\\\"b\\\\c\\d\" e\\ f"
+					      " '' \"\" g'h'\"i\"", NULL, &argv), 0);
+	assert_argv(argv, (const char *const[]){ "sh", "-c", "echo \"hi there\"; exit 1", "a\"b\\c\\d",
+						 "e f", "", "", "ghi", NULL });
+	config_free_argv(argv);
+
+	/* NULL config path leaves the token alone. */
+	assert_int_equal(config_split_command("x {config}", NULL, &argv), 0);
+	assert_argv(argv, (const char *const[]){ "x", "{config}", NULL });
+	config_free_argv(argv);
+
+	/* Many words (growth of the array). */
+	assert_int_equal(config_split_command("a b c d e f g h i j k l m n o p q r s t u v w x y z", "", &argv),
+			 0);
+	assert_string_equal(argv[25], "z");
+	assert_null(argv[26]);
+	config_free_argv(argv);
+
+	argv = (char **)0x1;
+	assert_int_equal(config_split_command("nginx -c 'unterminated", "/x", &argv), -EINVAL);
+	assert_null(argv);
+	argv = (char **)0x1;
+	assert_int_equal(config_split_command("nginx -c \"unterminated\\\"", "/x", &argv), -EINVAL);
+	assert_null(argv);
+	assert_int_equal(config_split_command("nginx \\", "/x", &argv), -EINVAL);
+	assert_int_equal(config_split_command("", "/x", &argv), -EINVAL);
+	assert_int_equal(config_split_command(" \t\n", "/x", &argv), -EINVAL);
+	assert_int_equal(config_split_command(NULL, "/x", &argv), -EINVAL);
+	assert_int_equal(config_split_command("x", "/x", NULL), -EINVAL);
+	config_free_argv(NULL);
+}
+
+static void test_example_file(void **state)
+{
+	static const char suffix[] = "/tests/unit/data";
+	struct agent_config *c = NULL;
+	char err[512] = "", path[1024];
+	size_t n = strlen(TEST_DATA_DIR);
+	int rc;
+
+	(void)state;
+	/* etc/agent.yaml of this tree must load; skipped when it is not there. */
+	if (n < strlen(suffix) || strcmp(TEST_DATA_DIR + n - strlen(suffix), suffix))
+		skip();
+	snprintf(path, sizeof(path), "%.*s/etc/agent.yaml", (int)(n - strlen(suffix)), TEST_DATA_DIR);
+	rc = config_load(path, &c, err, sizeof(err));
+	if (rc == -ENOENT)
+		skip();
+	if (rc)
+		print_error("%s\n", err);
+	assert_int_equal(rc, 0);
+	assert_true(c->onepanel.configured);
+	assert_string_equal(c->onepanel.binary, "/usr/sbin/nginx");
+	config_free(c);
+}
+
+int main(void)
+{
+	static const struct CMUnitTest fixed[] = {
+		cmocka_unit_test(test_full_example),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_onepanel_variants),
+		cmocka_unit_test(test_err_too_big),
+		cmocka_unit_test(test_err_nul_in_text),
+		cmocka_unit_test(test_err_small_buffers),
+		cmocka_unit_test(test_long_values_in_messages),
+		cmocka_unit_test_setup_teardown(test_load_ok, setup_tmpdir, teardown_tmpdir),
+		cmocka_unit_test_setup_teardown(test_load_missing, setup_tmpdir, teardown_tmpdir),
+		cmocka_unit_test_setup_teardown(test_load_directory, setup_tmpdir, teardown_tmpdir),
+		cmocka_unit_test_setup_teardown(test_load_too_big, setup_tmpdir, teardown_tmpdir),
+		cmocka_unit_test_setup_teardown(test_load_syntax_error, setup_tmpdir, teardown_tmpdir),
+		cmocka_unit_test_setup_teardown(test_load_fifo, setup_tmpdir, teardown_tmpdir),
+		cmocka_unit_test(test_duration),
+		cmocka_unit_test(test_signal),
+		cmocka_unit_test(test_listen),
+		cmocka_unit_test(test_split_command),
+		cmocka_unit_test(test_example_file),
+	};
+	/* One named test per error case. */
+	struct CMUnitTest tests[ARRAY_SIZE(fixed) + ARRAY_SIZE(err_cases)];
+	size_t i, n = 0;
+
+	for (i = 0; i < ARRAY_SIZE(fixed); i++)
+		tests[n++] = fixed[i];
+	for (i = 0; i < ARRAY_SIZE(err_cases); i++) {
+		tests[n++] = (struct CMUnitTest){
+			.name = err_cases[i].name,
+			.test_func = test_err_case,
+			.initial_state = (void *)&err_cases[i],
+		};
+	}
+	return _cmocka_run_group_tests("config", tests, n, NULL, NULL);
+}
