@@ -17,6 +17,7 @@ struct loop;
 struct metrics;
 struct onepanel;
 struct rest;
+struct grpc_api;
 
 struct agent {
 	struct agent_config *cfg;
@@ -25,6 +26,7 @@ struct agent {
 	struct journal *journal;
 	struct onepanel *onepanel;
 	struct rest *rest;
+	struct grpc_api *grpc;
 	struct metrics *snapshot; /* last complete collection, never NULL once started */
 	const char *mode;         /* "procfs" (no eBPF) or "ebpf" */
 	double started_unix;

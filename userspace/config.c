@@ -12,10 +12,11 @@
  * "file:line: message" and the half-built config goes to config_free, so
  * there is a single cleanup path and nothing leaks.
  *
- * Nothing here trusts the text: scalars with NUL bytes are refused, values
- * quoted back in messages are escaped and truncated, and the schema has a
- * fixed depth, so alias cycles that libyaml can build (&a [*a]) only ever
- * meet a type error. */
+ * Nothing here trusts the text: input over 1 MiB or nested deeper than
+ * CONFIG_MAX_DEPTH is refused before the tree is built, scalars with NUL
+ * bytes are refused, values quoted back in messages are escaped and
+ * truncated, and the schema has a fixed depth, so alias cycles that libyaml
+ * can build (&a [*a]) only ever meet a type error. */
 #include "config.h"
 
 #include "buf.h"
@@ -326,7 +327,7 @@ static int set_scalar(struct pctx *p, const struct key *k, const yaml_node_t *v,
 {
 	char *field = (char *)base + k->off;
 	char q[QBUF], lo[24], hi[24];
-	const char *s;
+	const char *s = "";
 	uint64_t u;
 	int rc, sig;
 
@@ -373,10 +374,11 @@ static int set_scalar(struct pctx *p, const struct key *k, const yaml_node_t *v,
 		if (config_parse_duration_ms(s, &u))
 			return fail(p, v, "%s: invalid duration %s (use e.g. 500ms, 1s, 2m)", path,
 				    Q(q, s));
-		fmt_ms(lo, sizeof(lo), k->min);
-		fmt_ms(hi, sizeof(hi), k->max);
-		if (u < k->min || u > k->max)
+		if (u < k->min || u > k->max) {
+			fmt_ms(lo, sizeof(lo), k->min);
+			fmt_ms(hi, sizeof(hi), k->max);
 			return fail(p, v, "%s: %s is out of range (%s..%s)", path, Q(q, s), lo, hi);
+		}
 		*(uint64_t *)field = u;
 		return 0;
 	case K_SIZE:
@@ -422,7 +424,7 @@ static int set_dirs(struct pctx *p, const struct key *k, const yaml_node_t *v, v
 		return oom(p);
 	for (it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
 		const yaml_node_t *e = yaml_document_get_node(p->doc, *it);
-		const char *s;
+		const char *s = "";
 
 		snprintf(ipath, sizeof(ipath), "%s[%zu]", path, *cnt);
 		rc = get_scalar(p, e, ipath, &s);
@@ -473,7 +475,7 @@ static int walk_map(struct pctx *p, const yaml_node_t *map, const struct table *
 {
 	yaml_node_pair_t *pair;
 	char q[QBUF], kpath[128];
-	uint32_t seen = 0;
+	uint32_t seen = 0;	/* bit i: keys[i] was given; tables stay under 32 keys */
 	size_t i;
 	int rc;
 
@@ -590,6 +592,8 @@ static const struct key api_keys[] = {
 	{ .name = "grpc_listen", .kind = K_LISTEN, .off = OFF(api.grpc_listen) },
 	{ .name = "max_sse_clients", .kind = K_SIZE, .off = OFF(api.max_sse_clients),
 	  .min = 1, .max = 10000 },
+	{ .name = "max_subscribers", .kind = K_SIZE, .off = OFF(api.max_subscribers),
+	  .min = 1, .max = 10000 },
 };
 static const struct table api_table = { api_keys, ARRAY_SIZE(api_keys), NULL };
 
@@ -626,6 +630,7 @@ struct agent_config *config_default(void)
 	c->api.rest_listen = strdup("127.0.0.1:9440");
 	c->api.grpc_listen = strdup("127.0.0.1:9441");
 	c->api.max_sse_clients = 64;
+	c->api.max_subscribers = 256;
 	c->metrics.interval_ms = 1000;
 	c->events.journal_size = 4096;
 	if (!c->api.rest_listen || !c->api.grpc_listen) {
@@ -695,6 +700,47 @@ static int yaml_fail(struct pctx *p, const yaml_parser_t *ps, const char *text, 
 	}
 }
 
+/* libyaml 0.2.5 has no nesting limit and its scanner is quadratic in the
+ * depth of flow collections (a megabyte of '[' takes the better part of an
+ * hour), so a first pass over the events refuses deep nesting before the
+ * tree is built. The scanner looks ahead at most ~1 KiB, so the pass stops
+ * early. The schema itself is four levels deep. */
+#define CONFIG_MAX_DEPTH 32
+
+static int check_depth(struct pctx *p, const char *text, size_t len)
+{
+	yaml_event_type_t type;
+	yaml_parser_t ps;
+	yaml_event_t ev;
+	int depth = 0, rc = 0;
+	size_t line;
+
+	if (!yaml_parser_initialize(&ps))
+		return oom(p);
+	yaml_parser_set_input_string(&ps, (const unsigned char *)text, len);
+	for (;;) {
+		if (!yaml_parser_parse(&ps, &ev)) {
+			rc = yaml_fail(p, &ps, text, len);
+			break;
+		}
+		type = ev.type;
+		line = ev.start_mark.line + 1;
+		yaml_event_delete(&ev);
+		if (type == YAML_STREAM_END_EVENT)
+			break;
+		if (type == YAML_SEQUENCE_END_EVENT || type == YAML_MAPPING_END_EVENT)
+			depth--;
+		if (type != YAML_SEQUENCE_START_EVENT && type != YAML_MAPPING_START_EVENT)
+			continue;
+		if (++depth > CONFIG_MAX_DEPTH) {
+			rc = fail_line(p, line, -EINVAL, "nesting deeper than %d levels", CONFIG_MAX_DEPTH);
+			break;
+		}
+	}
+	yaml_parser_delete(&ps);
+	return rc;
+}
+
 static int parse_doc(struct pctx *p, yaml_parser_t *ps, const char *text, size_t len,
 		     struct agent_config *c)
 {
@@ -702,6 +748,9 @@ static int parse_doc(struct pctx *p, yaml_parser_t *ps, const char *text, size_t
 	const yaml_node_t *root, *eroot;
 	int rc;
 
+	rc = check_depth(p, text, len);
+	if (rc)
+		return rc;
 	if (!yaml_parser_load(ps, &doc))
 		return yaml_fail(p, ps, text, len);
 	p->doc = &doc;

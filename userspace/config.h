@@ -41,6 +41,7 @@ struct api_config {
 	char *rest_listen;       /* "host:port", "[v6]:port"; default 127.0.0.1:9440; "" or "off" disables */
 	char *grpc_listen;       /* default 127.0.0.1:9441; "" or "off" disables */
 	size_t max_sse_clients;  /* default 64, 1..10000 */
+	size_t max_subscribers;  /* gRPC Subscribe streams; default 256, 1..10000 */
 };
 
 struct metrics_config {

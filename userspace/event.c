@@ -21,6 +21,7 @@ static const char *const type_names[EV__COUNT] = {
 	[EV_EVENTS_LOST] = "EVENTS_LOST_MESSAGE",
 	[EV_AGENT_CONFIG_RELOADED] = "AGENT_CONFIG_RELOADED_MESSAGE",
 	[EV_AGENT_CONFIG_RELOAD_FAILED] = "AGENT_CONFIG_RELOAD_FAILED_MESSAGE",
+	[EV_TEST] = "TEST_EVENT_MESSAGE",
 };
 
 const char *event_type_name(enum event_type t)

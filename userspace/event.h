@@ -30,6 +30,7 @@ enum event_type {
 	EV_EVENTS_LOST = 9,
 	EV_AGENT_CONFIG_RELOADED = 10,
 	EV_AGENT_CONFIG_RELOAD_FAILED = 11,
+	EV_TEST = 12,            /* only from the test generator (ONESHIELD_TEST_EVENTS=1) */
 	EV__COUNT
 };
 

@@ -28,6 +28,8 @@
 #include "metrics.h"
 #include "onepanel.h"
 #include "rest.h"
+#include "testgen.h"
+#include "grpc_server.h"
 
 #define DRAIN_MS 2000
 
@@ -80,6 +82,20 @@ static int start_rest(const struct agent_config *c, struct rest **out)
 		log_error("rest: %s", err);
 	else
 		log_info("REST API listening on http://%s", c->api.rest_listen);
+	return r;
+}
+
+static int start_grpc(const struct agent_config *c, struct grpc_api **out)
+{
+	char err[256];
+	*out = NULL;
+	if (!c->api.grpc_listen)
+		return 0;
+	int r = grpc_api_start(&A, c->api.grpc_listen, c->api.max_subscribers, out, err, sizeof(err));
+	if (r)
+		log_error("grpc: %s", err);
+	else
+		log_info("gRPC API listening on %s (port %d)", c->api.grpc_listen, grpc_api_port(*out));
 	return r;
 }
 
@@ -225,7 +241,8 @@ int main(int argc, char **argv)
 	A.mode = "procfs";
 	A.loop = loop_new();
 	A.journal = journal_new(A.cfg->events.journal_size);
-	if (sfd < 0 || !A.loop || !A.journal || !loop_io_add(A.loop, sfd, EPOLLIN, on_signal, NULL)) {
+	struct loop_io *sig_io = NULL;
+	if (sfd < 0 || !A.loop || !A.journal || !(sig_io = loop_io_add(A.loop, sfd, EPOLLIN, on_signal, NULL))) {
 		log_error("cannot set up the core loop: %s", strerror(errno));
 		return 1;
 	}
@@ -233,7 +250,7 @@ int main(int argc, char **argv)
 	if (!A.onepanel)
 		return 1;
 	agent_collect(&A);
-	if (start_rest(A.cfg, &A.rest)) {
+	if (start_rest(A.cfg, &A.rest) || start_grpc(A.cfg, &A.grpc)) {
 		exit_code = 1;
 		goto out;
 	}
@@ -270,19 +287,23 @@ int main(int argc, char **argv)
 		}
 	}
 	rest_begin_shutdown(A.rest);
+	grpc_api_begin_shutdown(A.grpc);
 	uint64_t deadline = loop_now_ms() + DRAIN_MS;
-	while (rest_sse_clients(A.rest) > 0 && loop_now_ms() < deadline)
+	while ((rest_sse_clients(A.rest) > 0 || grpc_api_streams(A.grpc) > 0) && loop_now_ms() < deadline)
 		loop_run_once(A.loop, 50);
-	if (rest_sse_clients(A.rest) > 0)
-		log_warn("%zu event streams did not finish within %d ms; closing them", rest_sse_clients(A.rest),
-			 DRAIN_MS);
+	if (rest_sse_clients(A.rest) > 0 || grpc_api_streams(A.grpc) > 0)
+		log_warn("%zu event streams and %zu gRPC streams did not finish within %d ms; closing them",
+			 rest_sse_clients(A.rest), grpc_api_streams(A.grpc), DRAIN_MS);
 	log_info("stopped");
 out:
+	testgen_stop(A.loop);
+	grpc_api_stop(A.grpc);
 	rest_stop(A.rest);
 	loop_timer_free(A.loop, collect_timer);
 	onepanel_free(A.onepanel);
 	metrics_free(A.snapshot);
 	journal_free(A.journal);
+	loop_io_del(A.loop, sig_io);
 	loop_free(A.loop);
 	close(sfd);
 	config_free(A.cfg);

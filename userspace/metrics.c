@@ -257,6 +257,34 @@ int metrics_add_histogram(struct metrics *m, const char *name, size_t nbuckets, 
 	return 0;
 }
 
+int metrics_family_at(const struct metrics *m, size_t i, struct metric_family_view *out)
+{
+	if (i >= m->nfam)
+		return -ENOENT;
+	const struct family *f = &m->fam[i];
+	out->name = f->name;
+	out->help = f->help;
+	out->type = f->type;
+	out->nsamples = f->nsamples;
+	return 0;
+}
+
+int metrics_sample_at(const struct metrics *m, size_t family, size_t i, struct metric_sample_view *out)
+{
+	if (family >= m->nfam || i >= m->fam[family].nsamples)
+		return -ENOENT;
+	const struct sample *s = &m->fam[family].samples[i];
+	out->npairs = s->npairs;
+	out->labels = (const char *const *)s->labels;
+	out->value = s->value;
+	out->nbuckets = s->nbuckets;
+	out->upper = s->upper;
+	out->cumulative = s->cumulative;
+	out->sum = s->sum;
+	out->count = s->count;
+	return 0;
+}
+
 size_t metrics_family_count(const struct metrics *m)
 {
 	return m->nfam;

@@ -43,6 +43,27 @@ int metrics_addv(struct metrics *m, const char *name, double value, size_t npair
 int metrics_add_histogram(struct metrics *m, const char *name, size_t nbuckets, const double *upper,
 			  const uint64_t *cumulative, double sum, uint64_t count, ...) __attribute__((sentinel));
 
+/* Read-only views for renderers elsewhere (protobuf). Pointers stay valid
+ * until the snapshot is reset or freed. */
+struct metric_family_view {
+	const char *name;
+	const char *help;
+	enum metric_type type;
+	size_t nsamples;
+};
+struct metric_sample_view {
+	size_t npairs;
+	const char *const *labels;   /* name0, value0, name1, value1, ... */
+	double value;
+	size_t nbuckets;             /* histograms */
+	const double *upper;
+	const uint64_t *cumulative;
+	double sum;
+	uint64_t count;
+};
+int metrics_family_at(const struct metrics *m, size_t i, struct metric_family_view *out);
+int metrics_sample_at(const struct metrics *m, size_t family, size_t i, struct metric_sample_view *out);
+
 size_t metrics_family_count(const struct metrics *m);
 size_t metrics_sample_count(const struct metrics *m);
 /* Value of the first sample of a family whose labels include all given

@@ -61,6 +61,12 @@ struct onepanel {
 	pid_t *kids;
 	size_t nkids, capkids;
 
+	/* Life span (clock ticks after boot) of the master we last lost. A
+	 * process that started inside it was most likely forked by that master
+	 * (an orphaned worker still exiting), so a /proc scan must not take it
+	 * for a new master. */
+	uint64_t lost_start, lost_end;
+
 	/* discovery */
 	int nl_fd;
 	struct loop_io *nl_io;
@@ -173,6 +179,8 @@ static pid_t scan_proc(struct onepanel *op, struct proc_info *out)
 				continue;
 		}
 		if (pi.state == 'Z' || pi.state == 'X')
+			continue;
+		if (op->lost_end && pi.start_ticks >= op->lost_start && pi.start_ticks < op->lost_end)
 			continue;
 		if (n == cap) {
 			if (cap >= MAX_CANDIDATES)
@@ -363,6 +371,11 @@ static void emit_stop(struct onepanel *op)
 		event_set_field(e, "uptime_seconds", "%.3f", uptime);
 		journal_append(op->journal, e);
 	}
+	struct timespec bt;
+	clock_gettime(CLOCK_BOOTTIME, &bt);
+	long hz = sysconf(_SC_CLK_TCK);
+	op->lost_start = op->start_ticks;
+	op->lost_end = (uint64_t)bt.tv_sec * (uint64_t)hz + (uint64_t)bt.tv_nsec / (1000000000UL / (uint64_t)hz);
 	untrack(op);
 	op->since = now_unix();
 }
@@ -490,7 +503,11 @@ static void nl_drain(struct onepanel *op)
 			    cn->id.idx != CN_IDX_PROC || cn->len < sizeof(struct proc_event) ||
 			    nh->nlmsg_len < NLMSG_LENGTH(sizeof(*cn) + sizeof(struct proc_event)))
 				continue;
-			handle_proc_event(op, (const struct proc_event *)cn->data);
+			/* cn_msg's payload sits at offset 36: copy it out to an
+			 * aligned proc_event rather than read it in place. */
+			struct proc_event ev;
+			memcpy(&ev, cn->data, sizeof(ev));
+			handle_proc_event(op, &ev);
 		}
 	}
 }
@@ -571,7 +588,10 @@ int onepanel_start(struct onepanel *op)
 		log_info("onepanel: not configured; tracking host metrics only");
 		return 0;
 	}
-	int fd = connector_open();
+	/* ONESHIELD_NO_PROC_CONNECTOR=1 forces the /proc-rescan fallback, as on
+	 * a host without the connector (diagnostics and tests). */
+	const char *no_cn = getenv("ONESHIELD_NO_PROC_CONNECTOR");
+	int fd = no_cn && *no_cn == '1' ? -EPROTONOSUPPORT : connector_open();
 	if (fd >= 0) {
 		op->nl_fd = fd;
 		op->nl_io = loop_io_add(op->loop, fd, EPOLLIN, nl_ready, op);

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "testgen.h"
 
 #define HEARTBEAT_MS 15000
 #define MAX_BODY 65536
@@ -479,6 +480,28 @@ static enum MHD_Result h_stream(struct rest *r, struct MHD_Connection *c)
 	return ret;
 }
 
+/* POST /v1/test/events?count=N&rate=R — only with ONESHIELD_TEST_EVENTS=1. */
+static enum MHD_Result h_testgen(struct rest *r, struct MHD_Connection *c)
+{
+	static const char *const allowed[] = { "count", "rate", NULL };
+	const char *bad;
+	uint64_t count = 0, rate = 0;
+	if (check_query(c, allowed, &bad))
+		return send_error(c, MHD_HTTP_BAD_REQUEST, "unknown query parameter \"%.64s\"", bad);
+	const char *cs = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "count");
+	const char *rs = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "rate");
+	if (!cs || parse_u64(cs, &count) || count == 0 || count > 100000000 || (rs && parse_u64(rs, &rate)) ||
+	    rate > 10000000)
+		return send_error(c, MHD_HTTP_BAD_REQUEST, "count must be 1..100000000 and rate 0..10000000");
+	int err = testgen_start(r->agent->loop, r->agent->journal, count, rate);
+	if (err)
+		return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot start the generator: %s", strerror(-err));
+	cJSON *j = cJSON_CreateObject();
+	cJSON_AddNumberToObject(j, "count", (double)count);
+	cJSON_AddNumberToObject(j, "rate", (double)rate);
+	return send_json(c, MHD_HTTP_ACCEPTED, j);
+}
+
 /* ---- routing ---- */
 
 struct route {
@@ -522,6 +545,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
 		if (strcmp(url, routes[i].path) == 0)
 			rt = &routes[i];
+	if (!rt && strcmp(url, "/v1/test/events") == 0 && testgen_enabled()) {
+		if (strcmp(method, "POST") != 0)
+			return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST");
+		return h_testgen(r, c);
+	}
 	if (!rt)
 		return send_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint: %.128s", url);
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {

@@ -85,6 +85,11 @@ class Agent:
         m = self.log.wait_line(r"REST API listening on http://([0-9.]+):(\d+)")
         self.base = f"http://{m.group(1)}:{m.group(2)}"
         self.port = int(m.group(2))
+        # "host:port" for a gRPC channel when the config enables it, else None
+        self.grpc_target = None
+        if re.search(r"^\s*grpc_listen:\s*(?!off\s*$)\S", config_text, re.M):
+            g = self.log.wait_line(r"gRPC API listening on (\S+):\d+ \(port (\d+)\)")
+            self.grpc_target = f"{g.group(1)}:{g.group(2)}"
 
     def get(self, path, **kw):
         return requests.get(self.base + path, timeout=10, **kw)
@@ -163,8 +168,10 @@ class Sim:
                 self.proc.wait()
 
 
-def agent_yaml(onepanel=None, extra=""):
-    """An agent config on ephemeral ports; onepanel is a dict of YAML lines."""
+def agent_yaml(onepanel=None, extra="", grpc=False, api=None):
+    """An agent config on ephemeral ports; onepanel is a dict of YAML lines.
+    grpc=True enables the gRPC API on a free port (Agent.grpc_target); api is
+    a dict of further lines for the api: section (e.g. max_subscribers)."""
     out = []
     if onepanel:
         out.append("onepanel:")
@@ -172,7 +179,9 @@ def agent_yaml(onepanel=None, extra=""):
             out.append(f"  {k}: {v}")
     out.append("api:")
     out.append(f"  rest_listen: 127.0.0.1:{free_port()}")
-    out.append("  grpc_listen: off")
+    out.append(f"  grpc_listen: 127.0.0.1:{free_port()}" if grpc else "  grpc_listen: off")
+    for k, v in (api or {}).items():
+        out.append(f"  {k}: {v}")
     out.append("metrics:")
     out.append("  interval: 200ms")
     return "\n".join(out) + "\n" + extra
@@ -271,6 +280,8 @@ def agents():
         if a.proc.poll() is None:
             a.proc.kill()
             a.proc.wait()
+        # shown by pytest only when the test failed
+        print(f"---- agent stderr (exit {a.proc.returncode}) ----\n{a.log.text()}")
 
 
 def have(cmd):

@@ -286,3 +286,21 @@ def test_max_sse_clients(tmp_path, agents):
     s1.close()
     wait_for(lambda: a.get("/v1/status").json()["api"]["sse_clients"] <= 1, what="closed stream noticed")
     s2.close()
+
+
+def test_rescan_fallback_without_proc_connector(tmp_path, sim, agents, monkeypatch):
+    """Where the netlink proc connector is unavailable the agent still finds
+    onepanel and sees it stop and start, by a slow /proc rescan."""
+    monkeypatch.setenv("ONESHIELD_NO_PROC_CONNECTOR", "1")
+    a = agents(tmp_path, agent_yaml(sim_onepanel(sim)))
+    assert a.get("/v1/status").json()["onepanel"]["tracking"] == "rescan"
+    pid = sim.start()
+    found = a.wait_event("ONEPANEL_FOUND_MESSAGE")
+    assert found["pid"] == pid
+    seq = a.last_seq()
+    sim.kill(signal.SIGKILL)
+    stop = a.wait_event("ONEPANEL_STOP_MESSAGE", after=seq)
+    assert stop["pid"] == pid
+    pid2 = sim.start()
+    found2 = a.wait_event("ONEPANEL_FOUND_MESSAGE", after=stop["seq"])
+    assert found2["pid"] == pid2

@@ -39,6 +39,7 @@ static const char full_example[] =
 	"  rest_listen: 127.0.0.1:9440\n"
 	"  grpc_listen: \"[::1]:9441\"\n"
 	"  max_sse_clients: 64\n"					/* 20 */
+	"  max_subscribers: 256\n"
 	"metrics:\n"
 	"  interval: 1s\n"
 	"events:\n"
@@ -89,6 +90,7 @@ static void test_full_example(void **state)
 	assert_string_equal(c->api.rest_listen, "127.0.0.1:9440");
 	assert_string_equal(c->api.grpc_listen, "[::1]:9441");
 	assert_int_equal(c->api.max_sse_clients, 64);
+	assert_int_equal(c->api.max_subscribers, 256);
 	assert_int_equal(c->metrics.interval_ms, 1000);
 	assert_int_equal(c->events.journal_size, 4096);
 	config_free(c);
@@ -113,6 +115,7 @@ static void check_defaults(const struct agent_config *c)
 	assert_string_equal(c->api.rest_listen, "127.0.0.1:9440");
 	assert_string_equal(c->api.grpc_listen, "127.0.0.1:9441");
 	assert_int_equal(c->api.max_sse_clients, 64);
+	assert_int_equal(c->api.max_subscribers, 256);
 	assert_int_equal(c->metrics.interval_ms, 1000);
 	assert_int_equal(c->events.journal_size, 4096);
 }
@@ -161,7 +164,7 @@ static void test_onepanel_variants(void **state)
 	c = parse_ok("onepanel:\n  binary: /usr/sbin/nginx\n  reload_signal: 10\n"
 		     "  allowed_dirs: []\n  access_logs:\n  error_logs: []\n"
 		     "api:\n  rest_listen: off\n  grpc_listen: \"\"\n"
-		     "  max_sse_clients: 10000\nmetrics:\n  interval: 1h\n"
+		     "  max_sse_clients: 10000\n  max_subscribers: 1\nmetrics:\n  interval: 1h\n"
 		     "events:\n  journal_size: 16\n");
 	assert_int_equal(c->onepanel.reload_signal, 10);
 	assert_int_equal(c->onepanel.n_allowed_dirs, 0);
@@ -169,6 +172,7 @@ static void test_onepanel_variants(void **state)
 	assert_null(c->api.rest_listen);
 	assert_null(c->api.grpc_listen);
 	assert_int_equal(c->api.max_sse_clients, 10000);
+	assert_int_equal(c->api.max_subscribers, 1);
 	assert_int_equal(c->metrics.interval_ms, 3600000);
 	assert_int_equal(c->events.journal_size, 16);
 	config_free(c);
@@ -314,6 +318,8 @@ static const struct err_case err_cases[] = {
 	E("journal_size_huge", "events:\n  journal_size: 99999999999999999999999\n", 2, "is not a number"),
 	E("sse_clients_zero", "api:\n  max_sse_clients: 0\n", 2,
 	  "api.max_sse_clients: \"0\" is out of range (1..10000)"),
+	E("subscribers_big", "api:\n  max_subscribers: 10001\n", 2,
+	  "api.max_subscribers: \"10001\" is out of range (1..10000)"),
 	E("sse_clients_negative", "api:\n  max_sse_clients: -5\n", 2, "api.max_sse_clients: \"-5\" is not a number"),
 	/* documents */
 	E("empty_file", "", 1, "empty configuration"),
@@ -329,6 +335,8 @@ static const struct err_case err_cases[] = {
 	E("syntax_unclosed_quote", "api:\n  rest_listen: \"127.0.0.1:1\n", 3, "invalid YAML"),
 	E("syntax_undefined_alias", "api:\n  rest_listen: *nope\n", 2, "invalid YAML: found undefined alias"),
 	E("syntax_bad_utf8", "api: {}\nmetrics:\n  interval: \"\xff\"\n", 3, "invalid YAML"),
+	E("too_deep_flow", "api: {}\nmetrics: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n", 2,
+	  "nesting deeper than 32 levels"),
 	E("syntax_control_char", "api: {}\n\x01: 1\n", 2, "invalid YAML"),
 };
 
@@ -384,6 +392,36 @@ static void test_err_nul_in_text(void **state)
 
 	(void)state;
 	run_err_case(&ec, t, sizeof(t) - 1);
+}
+
+static void test_err_deep_nesting(void **state)
+{
+	static const struct err_case flow = { .name = "deep", .line = 1, .msg = "nesting deeper than 32 levels" };
+	static const struct err_case block = { .name = "deep_block", .line = 33,
+					       .msg = "nesting deeper than 32 levels" };
+	static const char *const unit[] = { "[", "{", "- ", "? " };
+	size_t len = 1024 * 1024, i, o, d;
+	char *t = malloc(len + 1);
+
+	(void)state;
+	assert_non_null(t);
+	/* A megabyte of each must fail fast: libyaml alone is quadratic in
+	 * the depth of flow collections. */
+	for (i = 0; i < ARRAY_SIZE(unit); i++) {
+		size_t n = strlen(unit[i]);
+
+		for (o = 0; o + n <= len; o += n)
+			memcpy(t + o, unit[i], n);
+		run_err_case(&flow, t, o);
+	}
+	/* "a:\n a:\n  a:\n...": one block mapping per line. */
+	for (o = 0, d = 0; d < 100; d++) {
+		memset(t + o, ' ', d);
+		memcpy(t + o + d, "a:\n", 3);
+		o += d + 3;
+	}
+	run_err_case(&block, t, o);
+	free(t);
 }
 
 static void test_err_small_buffers(void **state)
@@ -747,6 +785,7 @@ int main(void)
 		cmocka_unit_test(test_onepanel_variants),
 		cmocka_unit_test(test_err_too_big),
 		cmocka_unit_test(test_err_nul_in_text),
+		cmocka_unit_test(test_err_deep_nesting),
 		cmocka_unit_test(test_err_small_buffers),
 		cmocka_unit_test(test_long_values_in_messages),
 		cmocka_unit_test_setup_teardown(test_load_ok, setup_tmpdir, teardown_tmpdir),

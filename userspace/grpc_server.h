@@ -1,0 +1,34 @@
+/* gRPC API (gRPC C core + protobuf-c): oneshield.agent.v1.Agent and server
+ * reflection.
+ *
+ * Threads: gRPC's completion queue needs a thread blocked in
+ * grpc_completion_queue_next; that "pump" thread does nothing but hand each
+ * completion (tag, success) to the core loop through a locked queue and an
+ * eventfd. Every decision — decoding requests, reading agent state, starting
+ * batches, freeing calls — happens on the core loop's thread, so the gRPC
+ * side never touches agent state from another thread and needs no locks of
+ * its own beyond that queue.
+ *
+ * Streams are journal cursors with at most one send in flight per call: a
+ * subscriber that stops reading holds no queue of ours; when it reads again
+ * it gets an EVENTS_LOST_MESSAGE with the exact count it missed. */
+#ifndef OS_GRPC_SERVER_H
+#define OS_GRPC_SERVER_H
+
+#include <stddef.h>
+
+struct agent;
+struct grpc_api;
+
+/* listen: "host:port". 0 or -errno with err filled. */
+int grpc_api_start(struct agent *a, const char *listen, size_t max_subscribers, struct grpc_api **out, char *err,
+		   size_t errlen);
+/* Streams deliver what is left (AGENT_STOP_MESSAGE) and end with status OK. */
+void grpc_api_begin_shutdown(struct grpc_api *g);
+size_t grpc_api_streams(const struct grpc_api *g);
+size_t grpc_api_subscribers(const struct grpc_api *g);
+/* Cancels what is still open, stops the server and joins its thread. */
+void grpc_api_stop(struct grpc_api *g);  /* accepts NULL */
+int grpc_api_port(const struct grpc_api *g);
+
+#endif

@@ -1,0 +1,301 @@
+#include "pbconv.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "config.h"
+#include "event.h"
+#include "grpc_server.h"
+#include "journal.h"
+#include "loop.h"
+#include "metrics.h"
+#include "onepanel.h"
+#include "oneshield/agent/v1/agent.pb-c.h"
+#include "rest.h"
+
+/* ---- a bump arena for the protobuf-c object graph ---- */
+
+struct chunk {
+	struct chunk *next;
+	size_t used, cap;
+	max_align_t data[];
+};
+
+struct arena {
+	struct chunk *head;
+	bool oom;
+};
+
+static void *arena_alloc(struct arena *a, size_t n)
+{
+	n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+	if (!a->head || a->head->cap - a->head->used < n) {
+		size_t cap = n > 16384 ? n : 16384;
+		struct chunk *c = malloc(sizeof(*c) + cap);
+		if (!c) {
+			a->oom = true;
+			return NULL;
+		}
+		c->next = a->head;
+		c->used = 0;
+		c->cap = cap;
+		a->head = c;
+	}
+	void *p = (char *)a->head->data + a->head->used;
+	a->head->used += n;
+	return p;
+}
+
+static void arena_free(struct arena *a)
+{
+	while (a->head) {
+		struct chunk *c = a->head;
+		a->head = c->next;
+		free(c);
+	}
+}
+
+#define NEW(a, type, init)                                                                                             \
+	({                                                                                                             \
+		type *p_ = arena_alloc(a, sizeof(type));                                                               \
+		if (p_) {                                                                                              \
+			type v_ = init;                                                                                \
+			*p_ = v_;                                                                                      \
+		}                                                                                                      \
+		p_;                                                                                                    \
+	})
+
+static int pack(const ProtobufCMessage *msg, struct buf *out)
+{
+	size_t n = protobuf_c_message_get_packed_size(msg);
+	if (buf_reserve(out, n))
+		return -ENOMEM;
+	protobuf_c_message_pack(msg, (uint8_t *)out->data + out->len);
+	out->len += n;
+	return 0;
+}
+
+/* ---- events ---- */
+
+static Oneshield__Agent__V1__Level level_of(enum event_level l)
+{
+	switch (l) {
+	case EL_DEBUG: return ONESHIELD__AGENT__V1__LEVEL__LEVEL_DEBUG;
+	case EL_INFO: return ONESHIELD__AGENT__V1__LEVEL__LEVEL_INFO;
+	case EL_NOTICE: return ONESHIELD__AGENT__V1__LEVEL__LEVEL_NOTICE;
+	case EL_WARNING: return ONESHIELD__AGENT__V1__LEVEL__LEVEL_WARNING;
+	case EL_ERROR: return ONESHIELD__AGENT__V1__LEVEL__LEVEL_ERROR;
+	case EL_CRITICAL: return ONESHIELD__AGENT__V1__LEVEL__LEVEL_CRITICAL;
+	}
+	return ONESHIELD__AGENT__V1__LEVEL__LEVEL_UNSPECIFIED;
+}
+
+int pb_event(const struct event *e, struct buf *out)
+{
+	Oneshield__Agent__V1__Event m = ONESHIELD__AGENT__V1__EVENT__INIT;
+	Oneshield__Agent__V1__Event__FieldsEntry ent[EVENT_MAX_FIELDS];
+	Oneshield__Agent__V1__Event__FieldsEntry *ptr[EVENT_MAX_FIELDS];
+	/* The enum numbers are the proto's (event.h says so). */
+	m.seq = e->type == EV_EVENTS_LOST ? e->lost_to : e->seq;
+	m.type = (Oneshield__Agent__V1__EventType)e->type;
+	m.time_unix_nano = e->time_ns;
+	m.level = level_of(e->level);
+	m.message = e->message;
+	if (e->correlation_id)
+		m.correlation_id = e->correlation_id;
+	m.pid = e->pid;
+	if (e->has_exit) {
+		if (e->signal) {
+			m.exit_case = ONESHIELD__AGENT__V1__EVENT__EXIT_SIGNAL;
+			m.signal = e->signal;
+		} else {
+			m.exit_case = ONESHIELD__AGENT__V1__EVENT__EXIT_EXIT_CODE;
+			m.exit_code = e->exit_code;
+		}
+	}
+	for (size_t i = 0; i < e->nfields; i++) {
+		Oneshield__Agent__V1__Event__FieldsEntry init = ONESHIELD__AGENT__V1__EVENT__FIELDS_ENTRY__INIT;
+		ent[i] = init;
+		ent[i].key = e->fields[2 * i];
+		ent[i].value = e->fields[2 * i + 1];
+		ptr[i] = &ent[i];
+	}
+	m.n_fields = e->nfields;
+	m.fields = ptr;
+	m.lost_from = e->lost_from;
+	m.lost_to = e->lost_to;
+	return pack(&m.base, out);
+}
+
+/* ---- status ---- */
+
+static int64_t unix_ns(double s)
+{
+	return (int64_t)(s * 1e9);
+}
+
+int pb_status(const struct agent *a, struct buf *out)
+{
+	Oneshield__Agent__V1__Status st = ONESHIELD__AGENT__V1__STATUS__INIT;
+	Oneshield__Agent__V1__OnepanelStatus op = ONESHIELD__AGENT__V1__ONEPANEL_STATUS__INIT;
+	Oneshield__Agent__V1__EventsStatus ev = ONESHIELD__AGENT__V1__EVENTS_STATUS__INIT;
+	Oneshield__Agent__V1__MetricsStatus ms = ONESHIELD__AGENT__V1__METRICS_STATUS__INIT;
+	Oneshield__Agent__V1__ApiStatus api = ONESHIELD__AGENT__V1__API_STATUS__INIT;
+	char host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	st.version = (char *)OS_VERSION;
+	st.hostname = host;
+	st.pid = getpid();
+	st.started_unix_nano = unix_ns(a->started_unix);
+	st.uptime_seconds = (double)(loop_now_ms() - a->started_mono_ms) / 1000.0;
+	st.mode = (char *)a->mode;
+	st.config_path = a->cfg->path ? a->cfg->path : (char *)"";
+
+	struct onepanel_state s;
+	onepanel_get_state(a->onepanel, &s);
+	op.configured = s.configured;
+	op.state = (char *)(!s.configured ? "not_configured" : s.running ? "running" : "stopped");
+	if (s.running) {
+		op.pid = s.pid;
+		op.exe = s.exe;
+		op.started_unix_nano = unix_ns(s.start_time);
+	}
+	if (s.configured) {
+		op.since_unix_nano = unix_ns(s.since);
+		op.restarts = s.restarts;
+		op.tracking = (char *)s.tracking;
+		if (a->cfg->onepanel.binary)
+			op.binary = a->cfg->onepanel.binary;
+		if (a->cfg->onepanel.config_file)
+			op.config_file = a->cfg->onepanel.config_file;
+	}
+	if (s.has_last_exit) {
+		if (s.last_exit_signal) {
+			op.last_exit_case = ONESHIELD__AGENT__V1__ONEPANEL_STATUS__LAST_EXIT_LAST_EXIT_SIGNAL;
+			op.last_exit_signal = s.last_exit_signal;
+		} else {
+			op.last_exit_case = ONESHIELD__AGENT__V1__ONEPANEL_STATUS__LAST_EXIT_LAST_EXIT_CODE;
+			op.last_exit_code = s.last_exit_code;
+		}
+	}
+	st.onepanel = &op;
+
+	ev.first_seq = journal_first_seq(a->journal);
+	ev.last_seq = journal_last_seq(a->journal);
+	ev.capacity = journal_capacity(a->journal);
+	ev.lost_by_subscribers = a->events_lost_subscribers;
+	st.events = &ev;
+
+	ms.interval_seconds = (double)a->cfg->metrics.interval_ms / 1000.0;
+	ms.collections = a->collections;
+	ms.last_collect_seconds = a->last_collect_seconds;
+	ms.series = a->snapshot ? metrics_sample_count(a->snapshot) : 0;
+	st.metrics = &ms;
+
+	api.rest_listen = a->cfg->api.rest_listen ? a->cfg->api.rest_listen : (char *)"off";
+	api.grpc_listen = a->cfg->api.grpc_listen ? a->cfg->api.grpc_listen : (char *)"off";
+	api.sse_clients = (uint32_t)rest_sse_clients(a->rest);
+	api.grpc_streams = (uint32_t)grpc_api_streams(a->grpc);
+	api.grpc_subscribers = (uint32_t)grpc_api_subscribers(a->grpc);
+	st.api = &api;
+	return pack(&st.base, out);
+}
+
+/* ---- metrics ---- */
+
+static Oneshield__Agent__V1__MetricType mtype(enum metric_type t)
+{
+	switch (t) {
+	case MT_COUNTER: return ONESHIELD__AGENT__V1__METRIC_TYPE__METRIC_TYPE_COUNTER;
+	case MT_GAUGE: return ONESHIELD__AGENT__V1__METRIC_TYPE__METRIC_TYPE_GAUGE;
+	case MT_HISTOGRAM: return ONESHIELD__AGENT__V1__METRIC_TYPE__METRIC_TYPE_HISTOGRAM;
+	}
+	return ONESHIELD__AGENT__V1__METRIC_TYPE__METRIC_TYPE_UNSPECIFIED;
+}
+
+static Oneshield__Agent__V1__Sample *sample_pb(struct arena *ar, const struct metric_sample_view *v, bool hist)
+{
+	Oneshield__Agent__V1__Sample *s = NEW(ar, Oneshield__Agent__V1__Sample, ONESHIELD__AGENT__V1__SAMPLE__INIT);
+	if (!s)
+		return NULL;
+	s->n_labels = v->npairs;
+	s->labels = arena_alloc(ar, (v->npairs ? v->npairs : 1) * sizeof(*s->labels));
+	if (!s->labels)
+		return NULL;
+	for (size_t k = 0; k < v->npairs; k++) {
+		Oneshield__Agent__V1__Label *l = NEW(ar, Oneshield__Agent__V1__Label, ONESHIELD__AGENT__V1__LABEL__INIT);
+		if (!l)
+			return NULL;
+		l->name = (char *)v->labels[2 * k];
+		l->value = (char *)v->labels[2 * k + 1];
+		s->labels[k] = l;
+	}
+	if (!hist) {
+		s->value = v->value;
+		return s;
+	}
+	Oneshield__Agent__V1__Histogram *h =
+		NEW(ar, Oneshield__Agent__V1__Histogram, ONESHIELD__AGENT__V1__HISTOGRAM__INIT);
+	if (!h)
+		return NULL;
+	h->sum = v->sum;
+	h->count = v->count;
+	h->n_buckets = v->nbuckets;
+	h->buckets = arena_alloc(ar, (v->nbuckets ? v->nbuckets : 1) * sizeof(*h->buckets));
+	if (!h->buckets)
+		return NULL;
+	for (size_t k = 0; k < v->nbuckets; k++) {
+		Oneshield__Agent__V1__Bucket *b = NEW(ar, Oneshield__Agent__V1__Bucket, ONESHIELD__AGENT__V1__BUCKET__INIT);
+		if (!b)
+			return NULL;
+		b->upper_bound = v->upper[k];
+		b->cumulative_count = v->cumulative[k];
+		h->buckets[k] = b;
+	}
+	s->histogram = h;
+	return s;
+}
+
+int pb_metrics(const struct metrics *m, const char *prefix, int64_t time_unix_nano, struct buf *out)
+{
+	struct arena ar = { 0 };
+	Oneshield__Agent__V1__MetricsSnapshot snap = ONESHIELD__AGENT__V1__METRICS_SNAPSHOT__INIT;
+	size_t nf = metrics_family_count(m), plen = prefix ? strlen(prefix) : 0;
+	int err = -ENOMEM;
+	snap.time_unix_nano = time_unix_nano;
+	snap.families = arena_alloc(&ar, (nf ? nf : 1) * sizeof(*snap.families));
+	if (!snap.families)
+		goto out;
+	for (size_t i = 0; i < nf; i++) {
+		struct metric_family_view fv;
+		metrics_family_at(m, i, &fv);
+		if (!fv.nsamples || (plen && strncmp(fv.name, prefix, plen) != 0))
+			continue;
+		Oneshield__Agent__V1__MetricFamily *f =
+			NEW(&ar, Oneshield__Agent__V1__MetricFamily, ONESHIELD__AGENT__V1__METRIC_FAMILY__INIT);
+		if (!f)
+			goto out;
+		f->name = (char *)fv.name;
+		f->help = (char *)fv.help;
+		f->type = mtype(fv.type);
+		f->samples = arena_alloc(&ar, fv.nsamples * sizeof(*f->samples));
+		if (!f->samples)
+			goto out;
+		for (size_t j = 0; j < fv.nsamples; j++) {
+			struct metric_sample_view sv;
+			metrics_sample_at(m, i, j, &sv);
+			if (!(f->samples[j] = sample_pb(&ar, &sv, fv.type == MT_HISTOGRAM)))
+				goto out;
+		}
+		f->n_samples = fv.nsamples;
+		snap.families[snap.n_families++] = f;
+	}
+	err = pack(&snap.base, out);
+out:
+	arena_free(&ar);
+	return err;
+}

@@ -1,0 +1,23 @@
+/* Agent state to protobuf bytes (oneshield.agent.v1 messages).
+ *
+ * Shared by the gRPC server and, later, the One Shield client. Each function
+ * appends one serialized message to out and returns 0 or -ENOMEM. The
+ * intermediate protobuf-c structs live in an arena freed before returning:
+ * a metrics snapshot is hundreds of small messages, and one free beats
+ * hundreds. */
+#ifndef OS_PBCONV_H
+#define OS_PBCONV_H
+
+#include <stdint.h>
+
+#include "buf.h"
+
+struct agent;
+struct event;
+struct metrics;
+
+int pb_event(const struct event *e, struct buf *out);
+int pb_status(const struct agent *a, struct buf *out);
+int pb_metrics(const struct metrics *m, const char *prefix, int64_t time_unix_nano, struct buf *out);
+
+#endif
