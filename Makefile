@@ -6,6 +6,7 @@
 #   make test         unit + black-box tests (this build)
 #   make check        test, then the whole suite again under ASan+UBSan
 #   make bench-idle   idle RSS/CPU of the agent beside onepanel
+#   make bench-grpc   gRPC event fan-out and unary throughput
 #
 # Generated files (skeletons, protobuf-c output) go to $(BUILD) only.
 
@@ -48,7 +49,7 @@ FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 20
 
 .SECONDARY:
-.PHONY: all agent sim unit asan test test-unit test-e2e check bench-idle fuzz fuzz-smoke clean
+.PHONY: all agent sim unit asan test test-unit test-e2e check bench-idle bench-grpc fuzz fuzz-smoke clean
 all: agent sim
 agent: $(BUILD)/oneshield-agent
 sim: $(BUILD)/onepanel-sim
@@ -123,6 +124,9 @@ test: test-unit test-e2e
 check:
 	$(MAKE) test
 	$(MAKE) BUILD=build-asan SAN=1 test
+
+bench-grpc: all
+	$(PYTHON) tests/bench/grpc_bench.py --agent $(BUILD)/oneshield-agent --build $(BUILD) $(BENCH_ARGS)
 
 bench-idle: all
 	$(PYTHON) tests/bench/idle.py --agent $(BUILD)/oneshield-agent --sim $(BUILD)/onepanel-sim $(BENCH_ARGS)

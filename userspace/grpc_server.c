@@ -38,6 +38,7 @@
 #define MAX_REQUEST_BYTES (1u << 20)
 #define MIN_STREAM_INTERVAL_MS 100
 #define SHUTDOWN_GRACE_MS 1000
+#define EVENT_CACHE 256          /* serialized recent events, by seq */
 
 enum method {
 	M_UNKNOWN,
@@ -107,6 +108,10 @@ struct grpc_api {
 	struct tag t_shutdown;
 	struct gcall *calls;        /* accepted calls */
 	size_t pending;             /* request_call armed */
+	struct slice_cache {
+		uint64_t seq;       /* 0 = empty */
+		grpc_slice slice;
+	} cache[EVENT_CACHE];
 
 	/* completions from the pump thread */
 	pthread_mutex_t lock;
@@ -250,12 +255,10 @@ static void send_status(struct gcall *c, grpc_status_code code, const char *msg)
 		log_debug("grpc: call ends with status %d: %s", code, msg ? msg : "");
 }
 
-/* Start one SEND_MESSAGE of b (copied into a gRPC slice). */
-static bool send_bytes(struct gcall *c, const struct buf *b)
+/* Start one SEND_MESSAGE of the slice (the byte buffer takes its own ref). */
+static bool send_slice(struct gcall *c, grpc_slice s)
 {
-	grpc_slice s = grpc_slice_from_copied_buffer(b->data ? b->data : "", b->len);
 	c->send_buf = grpc_raw_byte_buffer_create(&s, 1);
-	grpc_slice_unref(s);
 	grpc_op op;
 	memset(&op, 0, sizeof(op));
 	op.op = GRPC_OP_SEND_MESSAGE;
@@ -267,6 +270,14 @@ static bool send_bytes(struct gcall *c, const struct buf *b)
 	}
 	c->send_busy = true;
 	return true;
+}
+
+static bool send_bytes(struct gcall *c, const struct buf *b)
+{
+	grpc_slice s = grpc_slice_from_copied_buffer(b->data ? b->data : "", b->len);
+	bool ok = send_slice(c, s);
+	grpc_slice_unref(s);
+	return ok;
 }
 
 /* Unary answer: message and OK status in one batch. */
@@ -299,6 +310,28 @@ static void start_recv(struct gcall *c)
 
 /* ---- streams ---- */
 
+/* Subscribers mostly read the same recent events: serialize each once into
+ * a refcounted slice that every subscriber's send shares. */
+static bool cached_event(struct grpc_api *g, const struct event *e, grpc_slice *out)
+{
+	struct slice_cache *sc = &g->cache[e->seq % EVENT_CACHE];
+	if (sc->seq != e->seq) {
+		struct buf b;
+		buf_init(&b);
+		if (pb_event(e, &b)) {
+			buf_free(&b);
+			return false;
+		}
+		if (sc->seq)
+			grpc_slice_unref(sc->slice);
+		sc->slice = grpc_slice_from_copied_buffer(b.data ? b.data : "", b.len);
+		sc->seq = e->seq;
+		buf_free(&b);
+	}
+	*out = sc->slice;
+	return true;
+}
+
 static void kick_subscriber(struct gcall *c)
 {
 	struct grpc_api *g = c->g;
@@ -307,15 +340,20 @@ static void kick_subscriber(struct gcall *c)
 	const struct event *e;
 	struct event *marker;
 	if (journal_next(g->agent->journal, &c->cur, &e, &marker)) {
-		struct buf b;
-		buf_init(&b);
-		if (marker)
+		bool ok;
+		if (marker) {
 			g->agent->events_lost_subscribers += marker->lost_to - marker->lost_from + 1;
-		int r = pb_event(marker ? marker : e, &b);
-		event_free(marker);
-		if (r || !send_bytes(c, &b))
+			struct buf b;
+			buf_init(&b);
+			ok = pb_event(marker, &b) == 0 && send_bytes(c, &b);
+			buf_free(&b);
+			event_free(marker);
+		} else {
+			grpc_slice s;
+			ok = cached_event(g, e, &s) && send_slice(c, s);
+		}
+		if (!ok)
 			send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "agent out of memory");
-		buf_free(&b);
 		return;
 	}
 	if (g->closing)
@@ -488,7 +526,10 @@ static void handle_request(struct gcall *c, const uint8_t *data, size_t len)
 		uint8_t *out = NULL;
 		size_t outlen = 0;
 		int r = reflection_answer(c->refl_version, data, len, &out, &outlen);
-		if (r) {
+		if (r == -ENOMEM) {
+			send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "agent out of memory");
+			break;
+		} else if (r) {
 			send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed ServerReflectionRequest");
 			break;
 		}
@@ -814,6 +855,9 @@ void grpc_api_stop(struct grpc_api *g)
 		pthread_join(g->pump, NULL);
 	}
 	loop_io_del(g->agent->loop, g->io);
+	for (size_t i = 0; i < EVENT_CACHE; i++)
+		if (g->cache[i].seq)
+			grpc_slice_unref(g->cache[i].slice);
 	grpc_server_destroy(g->server);
 	grpc_completion_queue_destroy(g->cq);
 	close(g->efd);

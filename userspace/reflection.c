@@ -553,6 +553,22 @@ static const struct rsym *find_sym(const char *name)
 	return bsearch(name, db.syms, db.nsyms, sizeof(*db.syms), cmp_sym_key);
 }
 
+/* A symbol of that kind: protoc never defines a name twice, but a set made
+ * otherwise may, so look at every entry of the name. */
+static const struct rsym *find_sym_kind(const char *name, enum sym_kind kind)
+{
+	const struct rsym *s = find_sym(name), *end = db.syms + db.nsyms;
+
+	if (!s)
+		return NULL;
+	while (s > db.syms && !strcmp(s[-1].name, name))
+		s--;
+	for (; s < end && !strcmp(s->name, name); s++)
+		if (s->kind == kind)
+			return s;
+	return NULL;
+}
+
 /* Sorts the tables and resolves imports: the set must hold each file once
  * and every file it imports. */
 static int index_db(void)
@@ -604,9 +620,7 @@ static int copy_served(const char *const *served)
 	if (!db.served)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
-		const struct rsym *s = find_sym(served[i]);
-
-		if (!s || s->kind != SYM_SERVICE)
+		if (!find_sym_kind(served[i], SYM_SERVICE))
 			return -ENOENT;
 		db.served[i] = strdup(served[i]);
 		if (!db.served[i])
@@ -723,6 +737,26 @@ struct request {
 		break;								\
 	}									\
 } while (0)
+
+/* The wire format of a request, checked with the strict reader before
+ * protobuf-c sees it: protobuf-c keeps what it does not know (a field 0 in
+ * a non-minimal varint, for one) as unknown fields and would pack them back
+ * into original_request, where the client's parser would choke. The
+ * ExtensionRequest inside (field 5) is checked the same way. */
+static int check_request(const uint8_t *p, size_t len, int depth)
+{
+	struct refl_wire w;
+	struct refl_field f;
+	int r;
+
+	refl_wire_init(&w, p, len);
+	while ((r = refl_wire_next(&w, &f)) > 0) {
+		if (depth == 0 && f.num == REQ_FILE_CONTAINING_EXTENSION && f.type == WT_LEN &&
+		    check_request(f.data, f.len, depth + 1))
+			return -EINVAL;
+	}
+	return r;
+}
 
 /* proto3 strings are UTF-8; a client's protobuf would reject our echo of
  * anything else, so such a request is malformed. */
@@ -877,13 +911,6 @@ static void put_services(struct buf *b)
 	put_sub(b, RESP_LIST_SERVICES, &sub);
 }
 
-static const struct rsym *find_message(const char *name)
-{
-	const struct rsym *s = find_sym(name);
-
-	return s && s->kind == SYM_MESSAGE ? s : NULL;
-}
-
 static void put_extension_numbers(struct buf *b, const char *type)
 {
 	struct buf sub, nums;
@@ -924,7 +951,7 @@ static void answer(struct buf *b, const struct request *r)
 			put_files(b, s->file);
 		return;
 	case REQ_FILE_CONTAINING_EXTENSION:
-		if (!find_message(r->arg)) {
+		if (!find_sym_kind(r->arg, SYM_MESSAGE)) {
 			put_not_found(b, "message type", r->arg);
 			return;
 		}
@@ -939,7 +966,7 @@ static void answer(struct buf *b, const struct request *r)
 		put_error(b, REFLECTION_NOT_FOUND, &msg);
 		return;
 	case REQ_ALL_EXTENSION_NUMBERS:
-		if (!find_message(r->arg))
+		if (!find_sym_kind(r->arg, SYM_MESSAGE))
 			put_not_found(b, "message type", r->arg);
 		else
 			put_extension_numbers(b, r->arg);
@@ -976,6 +1003,8 @@ int reflection_answer(int version, const uint8_t *req, size_t len, uint8_t **out
 	if (!db.ready)
 		return -ENODEV;
 
+	if (check_request(req, len, 0))
+		return -EINVAL;
 	m = protobuf_c_message_unpack(desc, NULL, len, req ? req : empty);
 	if (!m)
 		return -EINVAL;

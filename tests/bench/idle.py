@@ -59,7 +59,8 @@ def measure(name, pid, url, seconds):
     c1, t1 = cpu_seconds(pid), time.monotonic()
     cpu_pct = 100.0 * (c1 - c0) / (t1 - t0)
     rss = mem_kib(pid, "VmRSS")
-    print(f"{name:28s} RSS {rss / 1024:6.2f} MiB (max {rss_max / 1024:6.2f}, HWM {mem_kib(pid, 'VmHWM') / 1024:6.2f})"
+    print(f"{name:34s} RSS {rss / 1024:6.2f} MiB (anon {mem_kib(pid, 'RssAnon') / 1024:5.2f}, "
+          f"file {mem_kib(pid, 'RssFile') / 1024:5.2f}, max {rss_max / 1024:6.2f})"
           f"   CPU {cpu_pct:6.3f} % of a core over {t1 - t0:.0f} s")
     return rss, cpu_pct
 
@@ -76,18 +77,25 @@ def main():
     with open(f"{d}/onepanel.conf", "w") as f:
         f.write(f"listen 127.0.0.1:0;\npid_file {d}/onepanel.pid;\naccess_log {d}/access.log;\n"
                 f"error_log {d}/error.log;\nworkers 2;\n")
-    with open(f"{d}/agent.yaml", "w") as f:
-        f.write(f"onepanel:\n  binary: {sim}\n  pid_file: {d}/onepanel.pid\n  config_file: {d}/onepanel.conf\n"
-                f"  allowed_dirs: [{d}]\n  validate_command: \"{sim} -t -c {{config}}\"\n"
-                f"api:\n  rest_listen: 127.0.0.1:19440\n  grpc_listen: off\nmetrics:\n  interval: 1s\n")
+    for grpc in ("off", "127.0.0.1:19441"):
+        with open(f"{d}/agent-{grpc != 'off'}.yaml", "w") as f:
+            f.write(f"onepanel:\n  binary: {sim}\n  pid_file: {d}/onepanel.pid\n  config_file: {d}/onepanel.conf\n"
+                    f"  allowed_dirs: [{d}]\n  validate_command: \"{sim} -t -c {{config}}\"\n"
+                    f"api:\n  rest_listen: 127.0.0.1:19440\n  grpc_listen: {grpc}\nmetrics:\n  interval: 1s\n")
     procs = []
     try:
         procs.append(subprocess.Popen([sim, "-c", f"{d}/onepanel.conf"], stderr=subprocess.DEVNULL))
-        agent = subprocess.Popen([os.path.realpath(args.agent), "-c", f"{d}/agent.yaml"],
-                                 stderr=subprocess.DEVNULL)
-        procs.append(agent)
         print(f"idle benchmark: {args.seconds} s window, 1 s interval, /metrics scraped every 1 s")
-        rss, cpu = measure("oneshield-agent", agent.pid, "http://127.0.0.1:19440/metrics", args.seconds)
+        print("(RSS = anon + file; file is shared library pages, mostly libgrpc's, shared with other processes)")
+        results = {}
+        for grpc in (False, True):
+            agent = subprocess.Popen([os.path.realpath(args.agent), "-c", f"{d}/agent-{grpc}.yaml"],
+                                     stderr=subprocess.DEVNULL)
+            name = "oneshield-agent (REST + gRPC)" if grpc else "oneshield-agent (REST, gRPC off)"
+            results[grpc] = measure(name, agent.pid, "http://127.0.0.1:19440/metrics", args.seconds)
+            agent.terminate()
+            agent.wait(timeout=10)
+        rss, cpu = results[False]
         ne = shutil.which("prometheus-node-exporter")
         if ne:
             nep = subprocess.Popen([ne, "--web.listen-address=127.0.0.1:19100"], stderr=subprocess.DEVNULL)
@@ -96,7 +104,10 @@ def main():
         else:
             print("prometheus-node-exporter not installed: no baseline in this run")
         goal_ok = rss <= 8 * 1024 and cpu <= 0.2
-        print(f"goal (RSS <= 8 MiB, CPU <= 0.2 %): {'met' if goal_ok else 'NOT met'}")
+        print(f"goal without gRPC (RSS <= 8 MiB, CPU <= 0.2 %): {'met' if goal_ok else 'NOT met'}")
+        grss, gcpu = results[True]
+        print(f"goal with gRPC up (RSS <= 16 MiB, CPU <= 0.2 %): "
+              f"{'met' if grss <= 16 * 1024 and gcpu <= 0.2 else 'NOT met'}")
     finally:
         for p in procs:
             p.terminate()

@@ -579,6 +579,13 @@ static void test_malformed_request(void **state)
 		{ "\x2a\x03\x08\x01\x02", 5 },			/* extension request, garbage inside */
 		{ "\x20\x01", 2 },				/* symbol as a varint */
 		{ "\x00\x00", 2 },				/* field 0 */
+		/* field 0 as a non-minimal varint: protobuf-c would keep it as
+		 * an unknown field and echo it (found by fuzz_reflection) */
+		{ "\x80\x00\x80\x00", 4 },
+		{ "\x3a\x00\x80\x00\x00", 5 },
+		{ "\x2a\x02\x80\x00", 4 },			/* ... inside ExtensionRequest */
+		{ "\x2a\x01\x0b", 3 },				/* a group inside it */
+		{ "\xf8\xff\xff\xff\x1f\x00", 6 },		/* field 2^30 - 1 */
 	};
 	uint8_t *out = NULL;
 	size_t outlen = 0;
@@ -757,6 +764,37 @@ static void test_set_cycle(void **state)
 	assert_int_equal(reflection_init_set(set.b, set.n, NULL), 0);
 	assert_int_equal(ask(REFLECTION_V1, NULL, Q_FILE, "y.proto", 0, &a), 0);
 	assert_files(&a, "y.proto x.proto");
+	answer_free(&a);
+	reflection_fini();
+}
+
+/* Not from protoc: one name for a message, a service and an enum value. */
+static void test_set_same_name(void **state)
+{
+	static const char *const svc[] = { "p.X", NULL };
+	static struct w set;
+	struct w body = { .n = 0 }, m, e;
+	struct answer a;
+
+	(void)state;
+	set.n = 0;
+	m = named("X");
+	w_sub(&body, 4, &m);
+	w_sub(&body, 6, &m);
+	e = named("E");
+	m = named("X");
+	w_sub(&e, 2, &m);
+	w_sub(&body, 5, &e);
+	add_file(&set, "a.proto", "p", NULL, &body);
+	assert_int_equal(reflection_init_set(set.b, set.n, svc), 0);
+	assert_int_equal(ask(REFLECTION_V1, NULL, Q_EXT_NUMBERS, "p.X", 0, &a), 0);
+	assert_int_equal(a.kind, A_EXT_NUMBERS);
+	answer_free(&a);
+	assert_int_equal(ask(REFLECTION_V1, NULL, Q_LIST, "", 0, &a), 0);
+	assert_int_equal(a.nservices, 1);
+	answer_free(&a);
+	assert_int_equal(ask(REFLECTION_V1, NULL, Q_SYMBOL, "p.E.X", 0, &a), 0);
+	assert_files(&a, "a.proto");
 	answer_free(&a);
 	reflection_fini();
 }
@@ -984,6 +1022,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_every_file, setup, teardown),
 		cmocka_unit_test_teardown(test_set_imports, teardown),
 		cmocka_unit_test_teardown(test_set_cycle, teardown),
+		cmocka_unit_test_teardown(test_set_same_name, teardown),
 		cmocka_unit_test_teardown(test_set_bad, teardown),
 	};
 

@@ -1,0 +1,726 @@
+"""Black-box tests of the gRPC API (service oneshield.agent.v1.Agent and
+server reflection) with the Python grpcio client.
+
+Stubs come from proto/ at test time (grpcstubs.py). Events are made by the
+onepanel simulator or by the agent's test generator (ONESHIELD_TEST_EVENTS=1,
+POST /v1/test/events). Every wait is a poll with a deadline or a blocking
+read with a deadline; nothing asserts how long anything took."""
+import math
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import grpc
+import pytest
+import requests
+
+from conftest import DEADLINE, agent_yaml, sim_onepanel, wait_for
+from grpcstubs import stubs
+
+pb, pb_grpc = stubs()
+
+SERVICE = "oneshield.agent.v1.Agent"
+PATH = f"/{SERVICE}/"
+ET = pb.EventType
+LOST = ET.Value("EVENTS_LOST_MESSAGE")
+TEST = ET.Value("TEST_EVENT_MESSAGE")
+OK = grpc.StatusCode.OK
+
+
+# ---- helpers ----
+
+class Stream:
+    """Reads one server-streaming call in a thread; messages land in a
+    queue, the end of the stream too (so next() never waits past it)."""
+
+    END = object()
+
+    def __init__(self, call, decode=None):
+        self.call = call
+        self.decode = decode
+        self.q = queue.Queue()
+        self.error = None
+        self.done = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        try:
+            for m in self.call:
+                self.q.put(self.decode(m) if self.decode else m)
+        except grpc.RpcError as e:
+            self.error = e
+        finally:
+            self.q.put(self.END)
+            self.done.set()
+
+    def next(self, timeout=DEADLINE):
+        """The next message; AssertionError if the stream ended or none came."""
+        try:
+            m = self.q.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no message within {timeout}s") from None
+        if m is self.END:
+            self.q.put(self.END)
+            raise AssertionError(f"stream ended: {self.code()} {self.details()}")
+        return m
+
+    def read_through(self, seq, timeout=DEADLINE):
+        """Messages up to and including the first with .seq >= seq."""
+        out = []
+        while not out or out[-1].seq < seq:
+            out.append(self.next(timeout))
+        return out
+
+    def end(self, timeout=DEADLINE):
+        """Wait for the stream to end; return the messages still unread."""
+        assert self.done.wait(timeout), f"stream did not end within {timeout}s"
+        rest = []
+        while True:
+            m = self.q.get_nowait()
+            if m is self.END:
+                self.q.put(self.END)
+                return rest
+            rest.append(m)
+
+    def code(self):
+        return self.error.code() if self.error else self.call.code()
+
+    def details(self):
+        return self.error.details() if self.error else self.call.details()
+
+    def cancel(self):
+        self.call.cancel()
+
+
+class G:
+    """An agent with the gRPC API on, and a channel to it."""
+
+    def __init__(self, agent):
+        self.a = agent
+        self.channel = grpc.insecure_channel(agent.grpc_target)
+        self.stub = pb_grpc.AgentStub(self.channel)
+
+    def status(self):
+        return self.stub.GetStatus(pb.GetStatusRequest(), timeout=DEADLINE)
+
+    def last_seq(self):
+        return self.status().events.last_seq
+
+    def gen(self, count, rate=0):
+        """Journal count TEST_EVENT_MESSAGEs; return the seq of the last one
+        when rate is 0 (they are all journaled before the answer)."""
+        before = self.last_seq()
+        r = requests.post(self.a.base + "/v1/test/events", params={"count": count, "rate": rate}, timeout=DEADLINE)
+        assert r.status_code == 202, r.text
+        return before + count
+
+    def subscribe(self, after_seq=0, types=(), timeout=None, channel=None):
+        req = pb.SubscribeRequest(after_seq=after_seq, types=list(types))
+        stub = pb_grpc.AgentStub(channel) if channel else self.stub
+        return Stream(stub.Subscribe(req, timeout=timeout))
+
+    def wait_api(self, what, pred):
+        """Poll GetStatus until pred(status.api) holds."""
+        return wait_for(lambda: pred(self.status().api), what=what)
+
+    def wait_streams(self, n):
+        self.wait_api(f"grpc_streams == {n}", lambda api: api.grpc_streams == n)
+
+    def wait_subscribers(self, n):
+        self.wait_api(f"grpc_subscribers == {n}", lambda api: api.grpc_subscribers == n)
+
+
+@pytest.fixture
+def gagent(agents, tmp_path, monkeypatch):
+    """Factory: start an agent with gRPC (and the test event generator) on."""
+    made = []
+
+    def make(onepanel=None, extra="", api=None, interval=None, test_events=True):
+        if test_events:
+            monkeypatch.setenv("ONESHIELD_TEST_EVENTS", "1")
+        text = agent_yaml(onepanel, extra, grpc=True, api=api)
+        if interval:
+            text = text.replace("interval: 200ms", f"interval: {interval}")
+        g = G(agents(tmp_path, text))
+        made.append(g)
+        return g
+
+    yield make
+    for g in made:
+        g.channel.close()
+
+
+def coverage(msgs, after, last):
+    """Check that msgs (an unfiltered Subscribe, in arrival order) account
+    for every seq in after+1..last exactly once and in order: each event has
+    the next seq, or is an EVENTS_LOST_MESSAGE whose lost_from is the next seq
+    and whose seq is its lost_to. Returns (delivered, lost)."""
+    expect, delivered, lost = after + 1, 0, 0
+    for m in msgs:
+        if m.type == LOST:
+            assert m.lost_from == expect and m.lost_to >= m.lost_from and m.seq == m.lost_to, \
+                (expect, m.seq, m.lost_from, m.lost_to)
+            lost += m.lost_to - m.lost_from + 1
+            expect = m.lost_to + 1
+        else:
+            assert m.seq == expect, (expect, m.seq, ET.Name(m.type))
+            assert m.lost_from == 0 and m.lost_to == 0
+            delivered += 1
+            expect += 1
+    assert expect == last + 1, (expect, last)
+    assert delivered + lost == last - after
+    return delivered, lost
+
+
+def rpc_error(fn):
+    with pytest.raises(grpc.RpcError) as ei:
+        fn()
+    return ei.value
+
+
+# ---- GetStatus ----
+
+def test_get_status_agrees_with_rest(tmp_path, sim, gagent):
+    pid = sim.start()
+    g = gagent(sim_onepanel(sim), test_events=False)
+    a = g.a
+    a.wait_event("ONEPANEL_FOUND_MESSAGE")
+
+    def compare():
+        st, r = g.status(), a.get("/v1/status").json()
+        assert st.version == r["version"] and st.version
+        assert st.hostname == r["hostname"]
+        assert st.pid == r["pid"] == a.proc.pid
+        assert st.mode == r["mode"] == "procfs"
+        assert st.config_path == r["config_path"] == a.config_path
+        assert st.uptime_seconds >= 0 and st.started_unix_nano > 0
+        op, rop = st.onepanel, r["onepanel"]
+        assert op.configured is rop["configured"] is True
+        assert op.state == rop["state"]
+        assert op.pid == rop.get("pid", 0)
+        assert op.exe == rop.get("exe", "")
+        assert op.restarts == rop["restarts"]
+        assert op.tracking == rop["tracking"]
+        assert op.binary == rop["binary"]
+        assert op.config_file == rop["config_file"] == sim.conf
+        assert st.events.first_seq == r["events"]["first_seq"]
+        assert st.events.last_seq == r["events"]["last_seq"]
+        assert st.events.capacity == r["events"]["capacity"]
+        assert st.metrics.interval_seconds == r["metrics"]["interval_seconds"] == 0.2
+        assert st.api.rest_listen == r["api"]["rest_listen"]
+        assert st.api.grpc_listen == a.grpc_target
+        assert st.api.sse_clients == r["api"]["sse_clients"]
+        return st, r
+
+    st, _ = compare()
+    assert st.onepanel.state == "running" and st.onepanel.pid == pid
+    assert st.onepanel.WhichOneof("last_exit") is None
+
+    sim.kill(signal.SIGKILL)
+    a.wait_event("ONEPANEL_STOP_MESSAGE")
+    st, r = compare()
+    assert st.onepanel.state == "stopped" and st.onepanel.pid == 0
+    assert st.onepanel.WhichOneof("last_exit") == "last_exit_signal"
+    assert st.onepanel.last_exit_signal == 9 and r["onepanel"]["last_exit"] == {"signal": 9}
+
+
+# ---- GetMetrics / StreamMetrics ----
+
+FAMILY_TYPE = {"counter": pb.METRIC_TYPE_COUNTER, "gauge": pb.METRIC_TYPE_GAUGE,
+               "histogram": pb.METRIC_TYPE_HISTOGRAM}
+
+
+def same_number(j, v):
+    """A JSON number from /v1/metrics (NaN/Inf come as strings) is v. The
+    JSON has cJSON's 15 significant digits, so equal to about 1e-15."""
+    if j == "NaN":
+        return math.isnan(v)
+    if j in ("+Inf", "-Inf"):
+        return v == (math.inf if j == "+Inf" else -math.inf)
+    return math.isclose(j, v, rel_tol=1e-14, abs_tol=0)
+
+
+def assert_same_metrics(snap, rest):
+    assert [f.name for f in snap.families] == [f["name"] for f in rest]
+    for f, rf in zip(snap.families, rest):
+        assert f.type == FAMILY_TYPE[rf["type"]], f.name
+        assert f.help == rf["help"], f.name
+        assert len(f.samples) == len(rf["samples"]), f.name
+        for s, rs in zip(f.samples, rf["samples"]):
+            # labels in the order /metrics prints them
+            assert [(lb.name, lb.value) for lb in s.labels] == list(rs["labels"].items()), f.name
+            if rf["type"] == "histogram":
+                h = s.histogram
+                assert [(b.upper_bound, b.cumulative_count) for b in h.buckets] == \
+                    [(b["le"], b["count"]) for b in rs["buckets"]], f.name
+                assert same_number(rs["sum"], h.sum) and h.count == rs["count"], f.name
+            else:
+                assert same_number(rs["value"], s.value), (f.name, rs, s.value)
+
+
+PROM_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+PROM_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def prom_samples(text):
+    """{(series name, ((label, value), ...)): float} from the text format;
+    an le label is read as a number."""
+    out = {}
+    for ln in text.splitlines():
+        if not ln or ln.startswith("#"):
+            continue
+        m = PROM_LINE.match(ln)
+        assert m, ln
+        labels = []
+        for k, v in PROM_LABEL.findall(m.group(2) or ""):
+            v = re.sub(r"\\(.)", lambda x: "\n" if x.group(1) == "n" else x.group(1), v)
+            labels.append((k, float(v) if k == "le" else v))
+        out[(m.group(1), tuple(labels))] = float(m.group(3))
+    return out
+
+
+def grpc_samples(snap):
+    """The same map from a MetricsSnapshot."""
+    out = {}
+    for f in snap.families:
+        for s in f.samples:
+            labels = tuple((lb.name, lb.value) for lb in s.labels)
+            if f.type != pb.METRIC_TYPE_HISTOGRAM:
+                out[(f.name, labels)] = s.value
+                continue
+            h = s.histogram
+            for b in h.buckets:
+                out[(f.name + "_bucket", labels + (("le", b.upper_bound),))] = float(b.cumulative_count)
+            out[(f.name + "_bucket", labels + (("le", math.inf),))] = float(h.count)
+            out[(f.name + "_sum", labels)] = h.sum
+            out[(f.name + "_count", labels)] = float(h.count)
+    return out
+
+
+def assert_same_as_prom(snap, text, prefix):
+    want = {k: v for k, v in prom_samples(text).items() if k[0].startswith(prefix)}
+    got = grpc_samples(snap)
+    assert got.keys() == want.keys()
+    # exactly: /metrics prints every value so that it reads back the same
+    bad = [(k, got[k], want[k]) for k in got
+           if not (got[k] == want[k] or (math.isnan(got[k]) and math.isnan(want[k])))]
+    assert not bad, bad[:5]
+
+
+def test_get_metrics_agrees_with_rest(tmp_path, gagent):
+    # a one-hour interval: the snapshot both APIs serve does not change
+    g = gagent(interval="1h", test_events=False)
+    collections = g.status().metrics.collections
+    prom = g.a.get("/metrics").text
+    for prefix in ("", "node_", "oneshield_agent_", "node_load", "no_such_metric_"):
+        snap = g.stub.GetMetrics(pb.GetMetricsRequest(name_prefix=prefix), timeout=DEADLINE)
+        params = {"prefix": prefix} if prefix else {}
+        rest = g.a.get("/v1/metrics", params=params).json()["metrics"]
+        assert_same_metrics(snap, rest)
+        assert_same_as_prom(snap, prom, prefix)
+        assert snap.time_unix_nano > 0
+        assert all(f.name.startswith(prefix) for f in snap.families)
+        if prefix == "no_such_metric_":
+            assert not snap.families
+        else:
+            assert snap.families, prefix
+    assert g.status().metrics.collections == collections, "a collection ran: the comparison is void"
+    names = {f.name for f in g.stub.GetMetrics(pb.GetMetricsRequest(), timeout=DEADLINE).families}
+    assert {"node_load1", "node_cpu_seconds_total", "oneshield_agent_resident_memory_bytes"} <= names
+
+
+@pytest.mark.parametrize("interval_ms", [0, 1, 99, 150])
+def test_stream_metrics_snapshots(tmp_path, gagent, interval_ms):
+    """A snapshot now, then one every interval; 0 means the agent's interval
+    and values below 100 are raised (so 1 and 99 work too)."""
+    g = gagent(test_events=False)
+    s = Stream(g.stub.StreamMetrics(pb.StreamMetricsRequest(name_prefix="node_", interval_ms=interval_ms)))
+    snaps = [s.next() for _ in range(4)]
+    times = [x.time_unix_nano for x in snaps]
+    assert all(b > a for a, b in zip(times, times[1:])), times
+    for x in snaps:
+        assert x.families and all(f.name.startswith("node_") for f in x.families)
+        assert "node_load1" in {f.name for f in x.families}
+    assert g.status().api.grpc_streams == 1
+    s.cancel()
+    g.wait_streams(0)
+
+
+# ---- Subscribe ----
+
+def test_subscribe_type_filter(tmp_path, sim, gagent):
+    pid = sim.start()
+    g = gagent(sim_onepanel(sim), test_events=False)
+    a = g.a
+    a.wait_event("ONEPANEL_FOUND_MESSAGE")
+    stops = g.subscribe(after_seq=0, types=[ET.Value("ONEPANEL_STOP_MESSAGE")])
+    two = g.subscribe(after_seq=0, types=[ET.Value("AGENT_START_MESSAGE"), ET.Value("ONEPANEL_FOUND_MESSAGE")])
+    e = two.next()
+    assert e.type == ET.Value("AGENT_START_MESSAGE") and e.seq == 1
+    e = two.next()
+    assert e.type == ET.Value("ONEPANEL_FOUND_MESSAGE") and e.pid == pid
+    g.wait_subscribers(2)
+
+    sim.kill(signal.SIGKILL)
+    e = stops.next()
+    assert e.type == ET.Value("ONEPANEL_STOP_MESSAGE")
+    assert e.pid == pid
+    assert e.WhichOneof("exit") == "signal" and e.signal == 9
+    stop_seq = e.seq
+    assert stop_seq > 2
+
+    # a FOUND and a clean STOP later: only the STOP reaches the first stream
+    pid2 = sim.start()
+    found = a.wait_event("ONEPANEL_FOUND_MESSAGE", after=stop_seq)
+    e = two.next()
+    assert e.type == ET.Value("ONEPANEL_FOUND_MESSAGE") and e.pid == pid2 and e.seq == found["seq"]
+    sim.kill(signal.SIGTERM)
+    e = stops.next()
+    assert e.type == ET.Value("ONEPANEL_STOP_MESSAGE") and e.pid == pid2
+    assert e.WhichOneof("exit") == "exit_code" and e.exit_code == 0
+    assert e.seq > found["seq"]
+
+    # AGENT_STOP_MESSAGE matches neither filter: both streams just end
+    a.proc.send_signal(signal.SIGTERM)
+    assert stops.end() == [] and stops.code() == OK
+    assert two.end() == [] and two.code() == OK
+    assert a.proc.wait(timeout=DEADLINE) == 0
+
+
+def test_subscribe_resume_after_seq_no_gap_no_duplicate(tmp_path, gagent):
+    g = gagent()
+    last1 = g.gen(40)
+    s1 = g.subscribe(after_seq=0)
+    first = [s1.next() for _ in range(15)]
+    s1.cancel()
+    assert [m.seq for m in first] == list(range(1, 16))
+    resume = first[-1].seq
+
+    s2 = g.subscribe(after_seq=resume)
+    part = s2.read_through(last1)
+    last2 = g.gen(40)        # and live ones after the journaled ones
+    part += s2.read_through(last2)
+    seqs = [m.seq for m in first + part]
+    assert seqs == list(range(1, last2 + 1)), "gap or duplicate across the resume"
+    assert all(m.type == TEST for m in part)
+
+    # resuming with a type filter: the same events, only that type
+    s3 = g.subscribe(after_seq=resume, types=[TEST])
+    again = s3.read_through(last2)
+    assert [m.seq for m in again] == [m.seq for m in part]
+    assert [m.message for m in again] == [m.message for m in part]
+    s2.cancel()
+    s3.cancel()
+    g.wait_streams(0)
+
+
+def test_lost_marker_after_journal_overflow(tmp_path, gagent):
+    g = gagent(extra="events:\n  journal_size: 16\n")
+    last = g.gen(100)
+    ev = g.status().events
+    assert ev.capacity == 16 and ev.last_seq == last and ev.first_seq == last - 15
+
+    s = g.subscribe(after_seq=1)
+    m = s.next()
+    assert m.type == LOST
+    assert (m.lost_from, m.lost_to, m.seq) == (2, last - 16, last - 16)
+    rest = s.read_through(last)
+    assert [x.seq for x in rest] == list(range(last - 15, last + 1))
+    assert all(x.type == TEST for x in rest)
+
+    # a type filter does not hide the loss
+    f = g.subscribe(after_seq=1, types=[TEST])
+    m = f.next()
+    assert m.type == LOST and (m.lost_from, m.lost_to) == (2, last - 16)
+    assert [x.seq for x in f.read_through(last)] == list(range(last - 15, last + 1))
+
+    # from the oldest kept: nothing is lost
+    z = g.subscribe(after_seq=0)
+    assert [x.seq for x in z.read_through(last)] == list(range(last - 15, last + 1))
+    assert g.status().events.lost_by_subscribers == 2 * (last - 17)
+    for x in (s, f, z):
+        x.cancel()
+    g.wait_streams(0)
+
+
+def test_slow_reader_does_not_delay_others_and_learns_its_loss(tmp_path, gagent):
+    g = gagent()
+    start = g.last_seq()
+    # A client that never reads: its own connection, with a small HTTP/2
+    # window, so the agent's sends to it block soon.
+    slow_ch = grpc.insecure_channel(g.a.grpc_target, options=[
+        ("grpc.use_local_subchannel_pool", 1), ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", 1024)])
+    try:
+        slow_call = slow_ch.unary_stream(PATH + "Subscribe")(
+            pb.SubscribeRequest(after_seq=start).SerializeToString())
+        g.wait_subscribers(1)
+        fast = g.subscribe(after_seq=start)
+        g.wait_subscribers(2)
+
+        last1 = g.gen(5000)
+        got = fast.read_through(last1)       # while the slow one reads nothing
+        last2 = g.gen(5000)
+        got += fast.read_through(last2)
+        _, fast_lost = coverage(got, start, last2)
+
+        slow = Stream(slow_call, decode=pb.Event.FromString)
+        sgot = slow.read_through(last2)
+        _, slow_lost = coverage(sgot, start, last2)
+        # it fell behind on its own, and was told exactly what it missed
+        assert slow_lost > fast_lost
+        assert g.status().events.lost_by_subscribers == fast_lost + slow_lost
+        slow.cancel()
+        fast.cancel()
+        g.wait_streams(0)
+    finally:
+        slow_ch.close()
+
+
+def test_cancel_frees_the_call(tmp_path, gagent):
+    g = gagent()
+    sub = g.subscribe(after_seq=0)
+    assert sub.next().type == ET.Value("AGENT_START_MESSAGE")
+    met = Stream(g.stub.StreamMetrics(pb.StreamMetricsRequest(interval_ms=100)))
+    met.next()
+    st = g.status().api
+    assert (st.grpc_streams, st.grpc_subscribers) == (2, 1)
+    sub.cancel()
+    g.wait_api("subscriber gone", lambda api: (api.grpc_streams, api.grpc_subscribers) == (1, 0))
+    assert sub.end() == [] and sub.code() == grpc.StatusCode.CANCELLED
+    met.cancel()
+    g.wait_streams(0)
+    # events after the cancel go nowhere and harm nothing
+    last = g.gen(10)
+    assert g.last_seq() == last
+
+
+KILLED_CLIENT = r"""
+import sys, grpc
+ch = grpc.insecure_channel(sys.argv[1])
+it = ch.unary_stream(sys.argv[2])(bytes.fromhex(sys.argv[3]))
+next(it)
+print("first", flush=True)
+for _ in it:
+    pass
+"""
+
+
+@pytest.mark.parametrize("method", ["Subscribe", "StreamMetrics"])
+def test_killed_client_frees_the_call(tmp_path, gagent, method):
+    g = gagent()
+    req = pb.SubscribeRequest() if method == "Subscribe" else pb.StreamMetricsRequest(interval_ms=100)
+    p = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, g.a.grpc_target, PATH + method,
+                          req.SerializeToString().hex()], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lines = []
+        t = threading.Thread(target=lambda: lines.append(p.stdout.readline()), daemon=True)
+        t.start()
+        t.join(DEADLINE)
+        assert lines == [b"first\n"], (lines, p.poll())
+        st = g.status().api
+        assert st.grpc_streams == 1 and st.grpc_subscribers == (1 if method == "Subscribe" else 0)
+        p.send_signal(signal.SIGKILL)
+        assert p.wait(timeout=DEADLINE) == -signal.SIGKILL
+        g.wait_api("killed client's call freed", lambda api: (api.grpc_streams, api.grpc_subscribers) == (0, 0))
+        g.gen(10)
+        assert g.status().api.grpc_streams == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_hundred_subscribers_get_every_event(tmp_path, gagent):
+    g = gagent()
+    start = g.last_seq()
+    subs = [g.subscribe(after_seq=start) for _ in range(100)]
+    g.wait_subscribers(100)
+    assert g.status().api.grpc_streams == 100
+    last = g.gen(200)
+    for s in subs:
+        got = s.read_through(last)
+        assert [m.seq for m in got] == list(range(start + 1, last + 1))
+        assert all(m.type == TEST for m in got)
+    assert g.status().events.lost_by_subscribers == 0
+    for s in subs:
+        s.cancel()
+    g.wait_api("all subscribers gone", lambda api: (api.grpc_streams, api.grpc_subscribers) == (0, 0))
+
+
+# ---- errors ----
+
+@pytest.mark.parametrize("method,body", [
+    ("GetStatus", b"\xff\xff"),
+    ("GetMetrics", b"\xff\xff"),
+    ("GetMetrics", b"\x0a\x05ab"),          # name_prefix longer than the message
+    ("StreamMetrics", b"\xff\xff"),
+    ("StreamMetrics", b"\x10"),             # interval_ms without its varint
+    ("Subscribe", b"\xff\xff"),
+    ("Subscribe", b"\x12\x01a"),            # after_seq with the wrong wire type
+])
+def test_malformed_request_is_invalid_argument(tmp_path, gagent, method, body):
+    g = gagent()
+    if method in ("GetStatus", "GetMetrics"):
+        err = rpc_error(lambda: g.channel.unary_unary(PATH + method)(body, timeout=DEADLINE))
+    else:
+        err = rpc_error(lambda: list(g.channel.unary_stream(PATH + method)(body, timeout=DEADLINE)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    g.wait_streams(0)
+    assert g.status().api.grpc_subscribers == 0
+    assert g.status().pid == g.a.proc.pid      # still serving
+
+
+@pytest.mark.parametrize("path,stream", [
+    (PATH + "GetConfig", False),
+    (PATH + "ApplyConfig", True),
+    ("/oneshield.agent.v1.Nope/GetStatus", False),
+    ("/no.such.Service/Method", True),
+])
+def test_unknown_method_is_unimplemented(tmp_path, gagent, path, stream):
+    g = gagent()
+    if stream:
+        err = rpc_error(lambda: list(g.channel.unary_stream(path)(b"", timeout=DEADLINE)))
+    else:
+        err = rpc_error(lambda: g.channel.unary_unary(path)(b"", timeout=DEADLINE))
+    assert err.code() == grpc.StatusCode.UNIMPLEMENTED, err
+    g.wait_streams(0)
+    assert g.status().version
+
+
+@pytest.mark.parametrize("types", [[99], [13], [-1], [ET.Value("AGENT_START_MESSAGE"), 1000]])
+def test_unknown_event_type_is_invalid_argument(tmp_path, gagent, types):
+    g = gagent()
+    s = g.subscribe(after_seq=0, types=types)
+    assert s.end() == []
+    assert s.code() == grpc.StatusCode.INVALID_ARGUMENT, s.details()
+    g.wait_streams(0)
+    assert g.status().api.grpc_subscribers == 0
+
+
+def test_max_subscribers_resource_exhausted(tmp_path, gagent):
+    g = gagent(api={"max_subscribers": 2})
+    s1, s2 = g.subscribe(), g.subscribe()
+    assert s1.next().seq == 1 and s2.next().seq == 1
+    g.wait_subscribers(2)
+    s3 = g.subscribe()
+    assert s3.end() == []
+    assert s3.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, s3.details()
+    # other streams do not count against the cap
+    met = Stream(g.stub.StreamMetrics(pb.StreamMetricsRequest(interval_ms=100)))
+    met.next()
+    s1.cancel()
+    g.wait_subscribers(1)
+    s4 = g.subscribe()
+    assert s4.next().seq == 1
+    # the survivors still get live events
+    last = g.gen(3)
+    for s in (s2, s4):
+        assert [m.seq for m in s.read_through(last)][-3:] == [last - 2, last - 1, last]
+    for s in (s2, s4, met):
+        s.cancel()
+    g.wait_streams(0)
+
+
+def test_deadlines_are_honoured(tmp_path, gagent):
+    g = gagent()
+    sub = g.subscribe(after_seq=0, timeout=1)
+    met = Stream(g.stub.StreamMetrics(pb.StreamMetricsRequest(interval_ms=100), timeout=1))
+    assert sub.next().type == ET.Value("AGENT_START_MESSAGE")
+    sub.end()
+    met.end()
+    assert sub.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert met.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    g.wait_api("calls freed after their deadline",
+               lambda api: (api.grpc_streams, api.grpc_subscribers) == (0, 0))
+
+
+def test_shutdown_delivers_agent_stop_to_every_stream(tmp_path, gagent):
+    g = gagent()
+    start = g.last_seq()
+    subs = [g.subscribe(after_seq=start) for _ in range(10)]
+    met = Stream(g.stub.StreamMetrics(pb.StreamMetricsRequest(interval_ms=100)))
+    g.wait_subscribers(10)
+    met.next()
+    g.a.proc.send_signal(signal.SIGTERM)
+    for s in subs:
+        e = s.next()
+        assert e.type == ET.Value("AGENT_STOP_MESSAGE") and e.seq == start + 1
+        assert e.pid == g.a.proc.pid
+        assert s.end() == [], "messages after AGENT_STOP_MESSAGE"
+        assert s.code() == OK, s.details()
+    met.end()
+    assert met.code() == OK, met.details()
+    assert g.a.proc.wait(timeout=DEADLINE) == 0
+    assert "did not finish" not in g.a.log.text()
+
+
+def test_new_calls_refused_cleanly_after_shutdown(tmp_path, gagent):
+    """After the agent exits, a call fails as UNAVAILABLE, not a hang."""
+    g = gagent()
+    assert g.a.stop() == 0
+    err = rpc_error(lambda: g.status())
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+
+
+# ---- server reflection (tests/e2e/reflection_client.py) ----
+
+def _reflection_client():
+    try:
+        import reflection_client
+    except ModuleNotFoundError as e:
+        if e.name != "reflection_client":
+            raise
+        pytest.skip("tests/e2e/reflection_client.py is not there")
+    return reflection_client
+
+
+@pytest.mark.parametrize("version", ["v1alpha", "v1"])
+def test_reflection_lists_services(tmp_path, gagent, version):
+    rc = _reflection_client()
+    g = gagent(test_events=False)
+    names = rc.list_services(g.a.grpc_target, version=version, timeout=DEADLINE)
+    assert set(names) == {SERVICE, "grpc.reflection.v1alpha.ServerReflection",
+                          "grpc.reflection.v1.ServerReflection"}, names
+    assert len(names) == len(set(names))
+    g.wait_streams(0)
+
+
+@pytest.mark.parametrize("version", ["v1alpha", "v1"])
+@pytest.mark.parametrize("symbol", [SERVICE, "oneshield.agent.v1.Event", f"{SERVICE}.Subscribe"])
+def test_reflection_file_containing_symbol(tmp_path, gagent, symbol, version):
+    rc = _reflection_client()
+    g = gagent(test_events=False)
+    files = rc.file_containing_symbol(g.a.grpc_target, symbol, version=version, timeout=DEADLINE)
+    fd = files[0]
+    assert fd.name == "oneshield/agent/v1/agent.proto"
+    assert fd.package == "oneshield.agent.v1"
+    svc = {s.name: s for s in fd.service}["Agent"]
+    streams = {m.name: m.server_streaming for m in svc.method}
+    assert streams == {"GetStatus": False, "GetMetrics": False, "StreamMetrics": True, "Subscribe": True}
+    # the served descriptor is the one these tests were generated from
+    ours = pb.DESCRIPTOR.services_by_name["Agent"]
+    assert [m.name for m in svc.method] == [m.name for m in ours.methods]
+    assert [m.name for m in fd.message_type] == list(pb.DESCRIPTOR.message_types_by_name)
+    assert [e.name for e in fd.enum_type] == list(pb.DESCRIPTOR.enum_types_by_name)
+    # and it is complete: a pool built from it resolves the service's types
+    pool = rc.pool_of(files)
+    m = pool.FindMethodByName(f"{SERVICE}.Subscribe")
+    assert m.input_type.full_name == "oneshield.agent.v1.SubscribeRequest"
+    assert m.output_type.full_name == "oneshield.agent.v1.Event"
+    g.wait_streams(0)
+
+
+@pytest.mark.parametrize("version", ["v1alpha", "v1"])
+def test_reflection_unknown_symbol_not_found(tmp_path, gagent, version):
+    rc = _reflection_client()
+    g = gagent(test_events=False)
+    with pytest.raises(rc.ReflectionError) as ei:
+        rc.file_containing_symbol(g.a.grpc_target, "no.such.Symbol", version=version, timeout=DEADLINE)
+    assert ei.value.code == rc.NOT_FOUND
+    g.wait_streams(0)
+    assert g.status().version
