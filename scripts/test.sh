@@ -53,6 +53,14 @@ run_suite "default" build
 if [ "${SKIP_ASAN:-0}" != 1 ]; then
     run_suite "asan" build-asan SAN=1
 fi
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+    echo "=== fuzz: a short run of every libFuzzer target"
+    if make -s BUILD=build-fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-15}" fuzz-smoke; then
+        n=$(ls tests/fuzz/fuzz_*.c | wc -l); passed=$((passed + n))
+    else
+        failed=$((failed + 1)); failures+=("fuzz-smoke")
+    fi
+fi
 
 echo
 echo "==== summary: $passed passed, $failed failed"

@@ -557,10 +557,11 @@ static const struct rsym *find_sym(const char *name)
  * otherwise may, so look at every entry of the name. */
 static const struct rsym *find_sym_kind(const char *name, enum sym_kind kind)
 {
-	const struct rsym *s = find_sym(name), *end = db.syms + db.nsyms;
+	const struct rsym *s = find_sym(name), *end;
 
 	if (!s)
 		return NULL;
+	end = db.syms + db.nsyms;
 	while (s > db.syms && !strcmp(s[-1].name, name))
 		s--;
 	for (; s < end && !strcmp(s->name, name); s++)

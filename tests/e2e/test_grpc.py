@@ -630,9 +630,9 @@ def test_deadlines_are_honoured(tmp_path, gagent):
     g = gagent()
     sub = g.subscribe(after_seq=0, timeout=1)
     met = Stream(g.stub.StreamMetrics(pb.StreamMetricsRequest(interval_ms=100), timeout=1))
-    assert sub.next().type == ET.Value("AGENT_START_MESSAGE")
-    sub.end()
-    met.end()
+    # whatever arrived before the deadline is right; then the call ends
+    assert [ET.Name(m.type) for m in sub.end()] in ([], ["AGENT_START_MESSAGE"])
+    assert all(m.families for m in met.end())
     assert sub.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert met.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     g.wait_api("calls freed after their deadline",
