@@ -255,13 +255,17 @@ static void send_status(struct gcall *c, grpc_status_code code, const char *msg)
 		log_debug("grpc: call ends with status %d: %s", code, msg ? msg : "");
 }
 
-/* Start one SEND_MESSAGE of the slice (the byte buffer takes its own ref). */
-static bool send_slice(struct gcall *c, grpc_slice s)
+/* Start one SEND_MESSAGE of the slice (the byte buffer takes its own ref).
+ * flags GRPC_WRITE_BUFFER_HINT: more follows at once, so the transport may
+ * hold this one and write several in one syscall; the send completes
+ * without waiting for the socket. The last of a burst goes without it. */
+static bool send_slice(struct gcall *c, grpc_slice s, uint32_t flags)
 {
 	c->send_buf = grpc_raw_byte_buffer_create(&s, 1);
 	grpc_op op;
 	memset(&op, 0, sizeof(op));
 	op.op = GRPC_OP_SEND_MESSAGE;
+	op.flags = flags;
 	op.data.send_message.send_message = c->send_buf;
 	if (!batch(c, &op, 1, &c->t_send)) {
 		grpc_byte_buffer_destroy(c->send_buf);
@@ -275,7 +279,7 @@ static bool send_slice(struct gcall *c, grpc_slice s)
 static bool send_bytes(struct gcall *c, const struct buf *b)
 {
 	grpc_slice s = grpc_slice_from_copied_buffer(b->data ? b->data : "", b->len);
-	bool ok = send_slice(c, s);
+	bool ok = send_slice(c, s, 0);
 	grpc_slice_unref(s);
 	return ok;
 }
@@ -350,7 +354,8 @@ static void kick_subscriber(struct gcall *c)
 			event_free(marker);
 		} else {
 			grpc_slice s;
-			ok = cached_event(g, e, &s) && send_slice(c, s);
+			uint32_t hint = journal_has_next(g->agent->journal, &c->cur, 64) ? GRPC_WRITE_BUFFER_HINT : 0;
+			ok = cached_event(g, e, &s) && send_slice(c, s, hint);
 		}
 		if (!ok)
 			send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "agent out of memory");

@@ -120,6 +120,18 @@ int journal_next(const struct journal *j, struct journal_cursor *c, const struct
 	return 0;
 }
 
+bool journal_has_next(const struct journal *j, const struct journal_cursor *c, size_t max_scan)
+{
+	if (c->next < journal_first_seq(j))
+		return true;
+	for (uint64_t s = c->next; s <= j->last && max_scan; s++, max_scan--) {
+		const struct event *e = j->ring[s % j->cap];
+		if (!c->type_mask || (c->type_mask & (1ULL << e->type)))
+			return true;
+	}
+	return false;
+}
+
 int journal_add_listener(struct journal *j, journal_listener_fn fn, void *arg)
 {
 	if (j->nlisteners == MAX_LISTENERS)

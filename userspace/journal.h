@@ -13,6 +13,8 @@
 #ifndef OS_JOURNAL_H
 #define OS_JOURNAL_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "event.h"
@@ -43,6 +45,11 @@ void journal_cursor_init(const struct journal *j, struct journal_cursor *c, uint
 /* Next deliverable item: returns 1 with *ev set (a journal event, do not free)
  * or *marker set (a lost marker, caller frees), 0 when the reader is caught up. */
 int journal_next(const struct journal *j, struct journal_cursor *c, const struct event **ev, struct event **marker);
+
+/* Would journal_next return something? Looks at most max_scan events ahead
+ * (a filtered reader far behind may have none matching for a long way);
+ * false beyond that. Allocates nothing. */
+bool journal_has_next(const struct journal *j, const struct journal_cursor *c, size_t max_scan);
 
 int journal_add_listener(struct journal *j, journal_listener_fn fn, void *arg);
 void journal_remove_listener(struct journal *j, journal_listener_fn fn, void *arg);

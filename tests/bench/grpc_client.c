@@ -530,7 +530,7 @@ static int run_fanout(void)
 	for (int k = 0; k < opt.threads; k++)
 		hist_merge(h, &ws[k].h);
 	uint64_t dmin = UINT64_MAX, dmax = 0, lmin = UINT64_MAX, lmax = 0, dsum = 0, lsum = 0, dups = 0, gaps = 0;
-	uint64_t markers = 0, other = 0, decode = 0;
+	uint64_t markers = 0, other = 0, decode = 0, pmin = UINT64_MAX, pmax = 0, psum = 0;
 	int with_loss = 0, complete = 0, ended_early = 0, no_headers = 0;
 	int64_t first = 0, last = 0;
 	for (int i = 0; i < opt.subscribers; i++) {
@@ -546,6 +546,11 @@ static int run_fanout(void)
 		markers += s->lost_markers;
 		other += s->other;
 		decode += s->decode_errors;
+		/* Not yet accounted for when the run ended (timeout). */
+		uint64_t pend = s->next <= opt.after + opt.expect ? opt.after + opt.expect + 1 - s->next : 0;
+		pmin = pend < pmin ? pend : pmin;
+		pmax = pend > pmax ? pend : pmax;
+		psum += pend;
 		with_loss += s->lost > 0;
 		complete += s->complete;
 		no_headers += !s->headers;
@@ -566,6 +571,7 @@ static int run_fanout(void)
 	printf("\"lost\":{\"total\":%" PRIu64 ",\"min\":%" PRIu64 ",\"max\":%" PRIu64 ",\"subscribers\":%d,\"markers\":%" PRIu64
 	       "},",
 	       lsum, lmin, lmax, with_loss, markers);
+	printf("\"pending\":{\"total\":%" PRIu64 ",\"min\":%" PRIu64 ",\"max\":%" PRIu64 "},", psum, pmin, pmax);
 	printf("\"duplicates\":%" PRIu64 ",\"gaps\":%" PRIu64 ",\"other\":%" PRIu64 ",\"decode_errors\":%" PRIu64 ",",
 	       dups, gaps, other, decode);
 	printf("\"receive_span_s\":%.3f,\"msgs_per_s\":%.0f,\"first_mono_s\":%.6f,\"last_mono_s\":%.6f,", span,

@@ -9,11 +9,13 @@ import math
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 
+import conftest
 import grpc
 import pytest
 import requests
@@ -154,6 +156,19 @@ def gagent(agents, tmp_path, monkeypatch):
         g.channel.close()
 
 
+@pytest.fixture
+def private_sim(sim, tmp_path, monkeypatch):
+    """The simulator from a private copy of its binary. The agent knows
+    onepanel by its executable, so a simulator that another test session
+    runs from the shared binary at the same time is not taken for ours."""
+    own = os.path.join(str(tmp_path), "bin", "onepanel-sim")
+    os.makedirs(os.path.dirname(own))
+    shutil.copy2(conftest.SIM_BIN, own)
+    monkeypatch.setattr(conftest, "SIM_BIN", own)
+    assert isinstance(sim, conftest.Sim)    # the module Sim.start reads SIM_BIN from
+    return sim
+
+
 def coverage(msgs, after, last):
     """Check that msgs (an unfiltered Subscribe, in arrival order) account
     for every seq in after+1..last exactly once and in order: each event has
@@ -184,7 +199,8 @@ def rpc_error(fn):
 
 # ---- GetStatus ----
 
-def test_get_status_agrees_with_rest(tmp_path, sim, gagent):
+def test_get_status_agrees_with_rest(tmp_path, private_sim, gagent):
+    sim = private_sim
     pid = sim.start()
     g = gagent(sim_onepanel(sim), test_events=False)
     a = g.a
@@ -205,7 +221,7 @@ def test_get_status_agrees_with_rest(tmp_path, sim, gagent):
         assert op.exe == rop.get("exe", "")
         assert op.restarts == rop["restarts"]
         assert op.tracking == rop["tracking"]
-        assert op.binary == rop["binary"]
+        assert op.binary == rop["binary"] == conftest.SIM_BIN
         assert op.config_file == rop["config_file"] == sim.conf
         assert st.events.first_seq == r["events"]["first_seq"]
         assert st.events.last_seq == r["events"]["last_seq"]
@@ -352,7 +368,8 @@ def test_stream_metrics_snapshots(tmp_path, gagent, interval_ms):
 
 # ---- Subscribe ----
 
-def test_subscribe_type_filter(tmp_path, sim, gagent):
+def test_subscribe_type_filter(tmp_path, private_sim, gagent):
+    sim = private_sim
     pid = sim.start()
     g = gagent(sim_onepanel(sim), test_events=False)
     a = g.a
@@ -450,6 +467,9 @@ def test_lost_marker_after_journal_overflow(tmp_path, gagent):
 def test_slow_reader_does_not_delay_others_and_learns_its_loss(tmp_path, gagent):
     g = gagent()
     start = g.last_seq()
+    # one reader subscribed before the slow one, one after
+    before = g.subscribe(after_seq=start)
+    g.wait_subscribers(1)
     # A client that never reads: its own connection, with a small HTTP/2
     # window, so the agent's sends to it block soon.
     slow_ch = grpc.insecure_channel(g.a.grpc_target, options=[
@@ -458,24 +478,28 @@ def test_slow_reader_does_not_delay_others_and_learns_its_loss(tmp_path, gagent)
     try:
         slow_call = slow_ch.unary_stream(PATH + "Subscribe")(
             pb.SubscribeRequest(after_seq=start).SerializeToString())
-        g.wait_subscribers(1)
-        fast = g.subscribe(after_seq=start)
         g.wait_subscribers(2)
+        after = g.subscribe(after_seq=start)
+        g.wait_subscribers(3)
 
+        fast = {"before": [], "after": []}
         last1 = g.gen(5000)
-        got = fast.read_through(last1)       # while the slow one reads nothing
+        for name, s in (("before", before), ("after", after)):
+            fast[name] += s.read_through(last1)      # while the slow one reads nothing
         last2 = g.gen(5000)
-        got += fast.read_through(last2)
-        _, fast_lost = coverage(got, start, last2)
+        fast_lost = {}
+        for name, s in (("before", before), ("after", after)):
+            fast[name] += s.read_through(last2)
+            fast_lost[name] = coverage(fast[name], start, last2)[1]
 
         slow = Stream(slow_call, decode=pb.Event.FromString)
         sgot = slow.read_through(last2)
         _, slow_lost = coverage(sgot, start, last2)
         # it fell behind on its own, and was told exactly what it missed
-        assert slow_lost > fast_lost
-        assert g.status().events.lost_by_subscribers == fast_lost + slow_lost
-        slow.cancel()
-        fast.cancel()
+        assert slow_lost > max(fast_lost.values()), (slow_lost, fast_lost)
+        assert g.status().events.lost_by_subscribers == sum(fast_lost.values()) + slow_lost
+        for s in (slow, before, after):
+            s.cancel()
         g.wait_streams(0)
     finally:
         slow_ch.close()
@@ -573,6 +597,24 @@ def test_malformed_request_is_invalid_argument(tmp_path, gagent, method, body):
     g.wait_streams(0)
     assert g.status().api.grpc_subscribers == 0
     assert g.status().pid == g.a.proc.pid      # still serving
+
+
+@pytest.mark.parametrize("method", ["GetStatus", "GetMetrics", "StreamMetrics", "Subscribe"])
+def test_call_without_request_message_fails_cleanly(tmp_path, gagent, method):
+    """The client half-closes without sending a request: an error, not OK
+    and not a call left open."""
+    g = gagent()
+    err = rpc_error(lambda: list(g.channel.stream_stream(PATH + method)(iter([]), timeout=DEADLINE)))
+    assert err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL), err
+    g.wait_api("no call left open", lambda api: (api.grpc_streams, api.grpc_subscribers) == (0, 0))
+
+
+def test_oversized_request_is_refused(tmp_path, gagent):
+    g = gagent(test_events=False)
+    err = rpc_error(lambda: g.stub.GetMetrics(pb.GetMetricsRequest(name_prefix="x" * (2 << 20)),
+                                              timeout=DEADLINE))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+    assert g.status().pid == g.a.proc.pid
 
 
 @pytest.mark.parametrize("path,stream", [

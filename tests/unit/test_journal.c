@@ -174,6 +174,25 @@ static void test_type_filter(void **state)
 	journal_free(j);
 }
 
+static void test_has_next(void **state)
+{
+	(void)state;
+	struct journal *j = journal_new(8);
+	struct journal_cursor c;
+	journal_cursor_init(j, &c, 0, 1ULL << EV_ONEPANEL_STOP);
+	assert_false(journal_has_next(j, &c, 64));
+	add(j, EV_AGENT_START);
+	add(j, EV_ONEPANEL_FOUND);
+	assert_false(journal_has_next(j, &c, 64)); /* nothing of its type */
+	add(j, EV_ONEPANEL_STOP);
+	assert_true(journal_has_next(j, &c, 64));
+	assert_false(journal_has_next(j, &c, 2));  /* beyond the scan limit */
+	for (int i = 0; i < 20; i++)                /* overrun: a marker is due */
+		add(j, EV_AGENT_START);
+	assert_true(journal_has_next(j, &c, 1));
+	journal_free(j);
+}
+
 static int calls;
 static uint64_t last_seen;
 static void listener(void *arg, const struct event *e)
@@ -249,6 +268,7 @@ int main(void)
 		cmocka_unit_test(test_slow_reader_gets_exact_lost_marker),
 		cmocka_unit_test(test_resume_too_old_gets_marker_first),
 		cmocka_unit_test(test_type_filter),
+		cmocka_unit_test(test_has_next),
 		cmocka_unit_test(test_listeners),
 		cmocka_unit_test(test_event_json_and_names),
 	};
