@@ -14,6 +14,7 @@
 #include "onepanel.h"
 #include "procfs.h"
 #include "rest.h"
+#include "grpc_server.h"
 
 static void iso_time(double unix_s, char *out, size_t len)
 {
@@ -82,6 +83,9 @@ cJSON *agent_status_json(const struct agent *a)
 
 	cJSON *api = cJSON_AddObjectToObject(o, "api");
 	cJSON_AddStringToObject(api, "rest_listen", a->cfg->api.rest_listen ? a->cfg->api.rest_listen : "off");
+	cJSON_AddStringToObject(api, "grpc_listen", a->cfg->api.grpc_listen ? a->cfg->api.grpc_listen : "off");
+	cJSON_AddNumberToObject(api, "grpc_streams", (double)grpc_api_streams(a->grpc));
+	cJSON_AddNumberToObject(api, "grpc_subscribers", (double)grpc_api_subscribers(a->grpc));
 	return o;
 }
 

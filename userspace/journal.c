@@ -15,6 +15,7 @@ struct journal {
 		void *arg;
 	} listeners[MAX_LISTENERS];
 	size_t nlisteners;
+	bool sealed;
 };
 
 struct journal *journal_new(size_t capacity)
@@ -67,6 +68,10 @@ uint64_t journal_append(struct journal *j, struct event *e)
 {
 	if (!e)
 		return 0;
+	if (j->sealed) {
+		event_free(e);
+		return 0;
+	}
 	e->seq = ++j->last;
 	size_t slot = (size_t)(e->seq % j->cap);
 	event_free(j->ring[slot]);
@@ -76,6 +81,11 @@ uint64_t journal_append(struct journal *j, struct event *e)
 	for (size_t i = 0; i < j->nlisteners; i++)
 		j->listeners[i].fn(j->listeners[i].arg, e);
 	return e->seq;
+}
+
+void journal_seal(struct journal *j)
+{
+	j->sealed = true;
 }
 
 const struct event *journal_get(const struct journal *j, uint64_t seq)

@@ -30,8 +30,11 @@ typedef void (*journal_listener_fn)(void *arg, const struct event *e);
 
 struct journal *journal_new(size_t capacity);
 void journal_free(struct journal *j);                  /* accepts NULL */
-/* Takes e (also on failure). Returns its seq. */
+/* Takes e (also on failure). Returns its seq, or 0 when sealed. */
 uint64_t journal_append(struct journal *j, struct event *e);
+/* After the final event (AGENT_STOP_MESSAGE): later appends are dropped, so
+ * streams that drain at shutdown end on it. */
+void journal_seal(struct journal *j);
 uint64_t journal_first_seq(const struct journal *j); /* oldest kept; last+1 when empty */
 uint64_t journal_last_seq(const struct journal *j);  /* 0 before the first event */
 size_t journal_capacity(const struct journal *j);

@@ -277,8 +277,10 @@ int main(int argc, char **argv)
 	if (loop_run(A.loop) < 0)
 		exit_code = 1;
 
-	/* Shutdown: journal AGENT_STOP, let the streams deliver it and end. */
+	/* Shutdown: journal AGENT_STOP as the last event, let the streams
+	 * deliver it and end. */
 	A.stopping = true;
+	testgen_stop(A.loop);
 	{
 		struct event *e = event_new(EV_AGENT_STOP, EL_INFO, "oneshield-agent stopping");
 		if (e) {
@@ -286,6 +288,7 @@ int main(int argc, char **argv)
 			journal_append(A.journal, e);
 		}
 	}
+	journal_seal(A.journal);
 	rest_begin_shutdown(A.rest);
 	grpc_api_begin_shutdown(A.grpc);
 	uint64_t deadline = loop_now_ms() + DRAIN_MS;

@@ -448,7 +448,14 @@ static cJSON *json_number(double v)
 		return cJSON_CreateString("NaN");
 	if (isinf(v))
 		return cJSON_CreateString(v > 0 ? "+Inf" : "-Inf");
-	return cJSON_CreateNumber(v);
+	/* cJSON prints 15 significant digits whenever that is within an
+	 * epsilon; /v1/metrics must carry the same value as /metrics. */
+	struct buf b;
+	buf_init(&b);
+	fmt_value(&b, v);
+	cJSON *n = b.data ? cJSON_CreateRaw(b.data) : NULL;
+	buf_free(&b);
+	return n;
 }
 
 cJSON *metrics_to_json(const struct metrics *m, const char *prefix)
@@ -489,10 +496,14 @@ cJSON *metrics_to_json(const struct metrics *m, const char *prefix)
 				cJSON *e = cJSON_CreateObject();
 				cJSON_AddItemToArray(jb, e);
 				cJSON_AddItemToObject(e, "le", json_number(s->upper[k]));
-				cJSON_AddNumberToObject(e, "count", (double)s->cumulative[k]);
+				char cnt[24];
+				snprintf(cnt, sizeof(cnt), "%llu", (unsigned long long)s->cumulative[k]);
+				cJSON_AddRawToObject(e, "count", cnt);
 			}
 			cJSON_AddItemToObject(o, "sum", json_number(s->sum));
-			cJSON_AddNumberToObject(o, "count", (double)s->count);
+			char cnt[24];
+			snprintf(cnt, sizeof(cnt), "%llu", (unsigned long long)s->count);
+			cJSON_AddRawToObject(o, "count", cnt);
 		}
 	}
 	return root;

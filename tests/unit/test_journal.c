@@ -193,6 +193,18 @@ static void test_has_next(void **state)
 	journal_free(j);
 }
 
+static void test_seal(void **state)
+{
+	(void)state;
+	struct journal *j = journal_new(8);
+	add(j, EV_AGENT_START);
+	assert_int_equal(add(j, EV_AGENT_STOP), 2);
+	journal_seal(j);
+	assert_int_equal(add(j, EV_ONEPANEL_STOP), 0);
+	assert_int_equal(journal_last_seq(j), 2);
+	journal_free(j);
+}
+
 static int calls;
 static uint64_t last_seen;
 static void listener(void *arg, const struct event *e)
@@ -269,6 +281,7 @@ int main(void)
 		cmocka_unit_test(test_resume_too_old_gets_marker_first),
 		cmocka_unit_test(test_type_filter),
 		cmocka_unit_test(test_has_next),
+		cmocka_unit_test(test_seal),
 		cmocka_unit_test(test_listeners),
 		cmocka_unit_test(test_event_json_and_names),
 	};

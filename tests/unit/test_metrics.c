@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 #include <cjson/cJSON.h>
@@ -88,12 +89,21 @@ static void test_histogram(void **state)
 	assert_string_equal(b.data, want);
 	buf_free(&b);
 
-	cJSON *j = metrics_to_json(m, NULL);
+	/* as a client sees it: printed, then parsed */
+	cJSON *raw = metrics_to_json(m, NULL);
+	char *txt = cJSON_PrintUnformatted(raw);
+	cJSON_Delete(raw);
+	cJSON *j = cJSON_Parse(txt);
+	cJSON_free(txt);
 	cJSON *f = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "metrics"), 0);
 	assert_string_equal(cJSON_GetObjectItem(f, "type")->valuestring, "histogram");
 	cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItem(f, "samples"), 0);
 	assert_int_equal(cJSON_GetObjectItem(s, "count")->valueint, 10);
 	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(s, "buckets")), 3);
+	assert_true(cJSON_GetObjectItem(s, "sum")->valuedouble == 0.5);
+	cJSON *b0 = cJSON_GetArrayItem(cJSON_GetObjectItem(s, "buckets"), 0);
+	assert_true(cJSON_GetObjectItem(b0, "le")->valuedouble == 0.001);
+	assert_int_equal(cJSON_GetObjectItem(b0, "count")->valueint, 1);
 	cJSON_Delete(j);
 	metrics_free(m);
 }
@@ -126,6 +136,31 @@ static void test_lookup_and_json(void **state)
 	metrics_free(NULL);
 }
 
+/* Values must survive JSON exactly, as in /metrics (cJSON alone prints 15
+ * significant digits when that is "close enough"). */
+static void test_json_exact_doubles(void **state)
+{
+	(void)state;
+	struct metrics *m = metrics_new();
+	metrics_declare(m, "t", MT_GAUGE, "T.");
+	const double vals[] = { 1795668371.6683197, 0.1, 1e-300, 123456789.123456789, 4503599627370497.0 };
+	for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+		char k[8];
+		snprintf(k, sizeof(k), "%zu", i);
+		metrics_add(m, "t", vals[i], "i", k, NULL);
+	}
+	cJSON *raw = metrics_to_json(m, NULL);
+	char *txt = cJSON_PrintUnformatted(raw);
+	cJSON_Delete(raw);
+	cJSON *j = cJSON_Parse(txt);
+	cJSON_free(txt);
+	cJSON *samples = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "metrics"), 0), "samples");
+	for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++)
+		assert_true(cJSON_GetObjectItem(cJSON_GetArrayItem(samples, (int)i), "value")->valuedouble == vals[i]);
+	cJSON_Delete(j);
+	metrics_free(m);
+}
+
 static void test_too_many_labels(void **state)
 {
 	(void)state;
@@ -143,7 +178,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_declare_rules), cmocka_unit_test(test_prom_text),
 		cmocka_unit_test(test_histogram),     cmocka_unit_test(test_lookup_and_json),
-		cmocka_unit_test(test_too_many_labels),
+		cmocka_unit_test(test_too_many_labels), cmocka_unit_test(test_json_exact_doubles),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
