@@ -15,14 +15,18 @@ SAN     ?=
 PYTHON  ?= /usr/bin/python3
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0)
 
-PKGS    := libmicrohttpd libcjson yaml-0.1 libprotobuf-c grpc gpr
+BASE_PKGS  := libmicrohttpd libcjson yaml-0.1
+GRPC_PKGS  := libprotobuf-c grpc gpr
+PKGS       := $(BASE_PKGS) $(GRPC_PKGS)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+BASE_LIBS  := $(shell pkg-config --libs $(BASE_PKGS) 2>/dev/null)
+GRPC_LIBS  := $(shell pkg-config --libs $(GRPC_PKGS) 2>/dev/null)
 
 CC      ?= gcc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral -Wmissing-prototypes -Wstrict-prototypes
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -D_GNU_SOURCE -DOS_VERSION='"$(VERSION)"' $(WARN) -Iinclude -Iuserspace -I$(BUILD)/gen $(PKG_CFLAGS)
+CFLAGS  += -fPIC -std=gnu11 -D_GNU_SOURCE -DOS_VERSION='"$(VERSION)"' $(WARN) -Iinclude -Iuserspace -I$(BUILD)/gen $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -lm
 ifeq ($(SAN),1)
 CFLAGS  += -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -37,9 +41,13 @@ PB_C       := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
 PB_H       := $(PB_C:.c=.h)
 PB_OBJS    := $(patsubst $(GEN)/%.c,$(BUILD)/obj/gen/%.o,$(PB_C)) $(BUILD)/obj/gen/descriptors.o
 
-AGENT_SRCS := $(sort $(wildcard userspace/*.c))
-AGENT_OBJS := $(patsubst userspace/%.c,$(BUILD)/obj/%.o,$(AGENT_SRCS)) $(PB_OBJS)
-LIB_OBJS   := $(filter-out $(BUILD)/obj/main.o,$(AGENT_OBJS))
+# The gRPC side is a plugin loaded only when gRPC is configured (see
+# userspace/grpc_server.h): the agent binary does not link gRPC at all.
+AGENT_SRCS  := $(sort $(wildcard userspace/*.c))
+PLUGIN_SRCS := userspace/grpc_server.c userspace/pbconv.c userspace/reflection.c
+PLUGIN_OBJS := $(patsubst userspace/%.c,$(BUILD)/obj/%.o,$(PLUGIN_SRCS)) $(PB_OBJS)
+MAIN_OBJS   := $(patsubst userspace/%.c,$(BUILD)/obj/%.o,$(filter-out $(PLUGIN_SRCS),$(AGENT_SRCS)))
+LIB_OBJS    := $(filter-out $(BUILD)/obj/main.o,$(MAIN_OBJS)) $(PLUGIN_OBJS)
 SIM_SRCS   := $(sort $(wildcard tools/onepanel-sim/*.c))
 SIM_OBJS   := $(patsubst tools/onepanel-sim/%.c,$(BUILD)/obj/sim/%.o,$(SIM_SRCS))
 UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c))
@@ -49,9 +57,10 @@ FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 20
 
 .SECONDARY:
-.PHONY: all agent sim unit asan test test-unit test-e2e check bench-idle bench-grpc fuzz fuzz-smoke clean
-all: agent sim
+.PHONY: all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc fuzz fuzz-smoke clean
+all: agent plugin sim
 agent: $(BUILD)/oneshield-agent
+plugin: $(BUILD)/oneshield-agent-grpc.so
 sim: $(BUILD)/onepanel-sim
 unit: $(UNIT_BINS)
 
@@ -78,8 +87,14 @@ $(BUILD)/obj/gen/%.o: $(GEN)/%.c $(PB_H)
 $(BUILD)/obj/sim/%.o: tools/onepanel-sim/%.c $(wildcard tools/onepanel-sim/*.h) | $(BUILD)/obj/sim
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/oneshield-agent: $(AGENT_OBJS)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/oneshield-agent: $(MAIN_OBJS)
+	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(BASE_LIBS) -lm -ldl
+
+# Resolves the agent's own symbols (journal, loop, log, ...) from the
+# executable at dlopen time, hence no -z defs.
+$(BUILD)/oneshield-agent-grpc.so: $(PLUGIN_OBJS)
+	$(CC) $(LDFLAGS) -shared -o $@ $^ $(GRPC_LIBS) -lm
+	chmod 0755 $@   # the agent loads only a plugin that others cannot write
 
 $(BUILD)/onepanel-sim: $(SIM_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ -lm

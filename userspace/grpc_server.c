@@ -733,7 +733,9 @@ static void drain(void *arg, int fd, uint32_t events)
 
 /* ---- lifecycle ---- */
 
-int grpc_api_start(struct agent *a, const char *listen, size_t max_subscribers, struct grpc_api **out, char *err,
+static void impl_stop(struct grpc_api *g);
+
+static int impl_start(struct agent *a, const char *listen, size_t max_subscribers, struct grpc_api **out, char *err,
 		   size_t errlen)
 {
 	char host[128];
@@ -787,7 +789,7 @@ int grpc_api_start(struct agent *a, const char *listen, size_t max_subscribers, 
 	g->io = loop_io_add(a->loop, g->efd, EPOLLIN, drain, g);
 	if (!g->io || pthread_create(&g->pump, NULL, pump, g) != 0 || journal_add_listener(a->journal, on_event, g)) {
 		snprintf(err, errlen, "cannot attach the gRPC server to the core loop");
-		grpc_api_stop(g);
+		impl_stop(g);
 		return -ENOMEM;
 	}
 	g->pump_started = true;
@@ -797,7 +799,7 @@ int grpc_api_start(struct agent *a, const char *listen, size_t max_subscribers, 
 	return 0;
 }
 
-void grpc_api_begin_shutdown(struct grpc_api *g)
+static void impl_begin_shutdown(struct grpc_api *g)
 {
 	if (!g)
 		return;
@@ -812,22 +814,22 @@ void grpc_api_begin_shutdown(struct grpc_api *g)
 	}
 }
 
-size_t grpc_api_streams(const struct grpc_api *g)
+static size_t impl_streams(const struct grpc_api *g)
 {
 	return g ? g->nstreams : 0;
 }
 
-size_t grpc_api_subscribers(const struct grpc_api *g)
+static size_t impl_subscribers(const struct grpc_api *g)
 {
 	return g ? g->nsubscribers : 0;
 }
 
-int grpc_api_port(const struct grpc_api *g)
+static int impl_port(const struct grpc_api *g)
 {
 	return g->port;
 }
 
-void grpc_api_stop(struct grpc_api *g)
+static void impl_stop(struct grpc_api *g)
 {
 	if (!g)
 		return;
@@ -872,3 +874,14 @@ void grpc_api_stop(struct grpc_api *g)
 	grpc_shutdown();
 	reflection_fini();
 }
+
+/* The plugin's one exported symbol (see grpc_plugin.c). */
+const struct grpc_plugin_ops oneshield_grpc_plugin = {
+	.abi = GRPC_PLUGIN_ABI,
+	.start = impl_start,
+	.begin_shutdown = impl_begin_shutdown,
+	.streams = impl_streams,
+	.subscribers = impl_subscribers,
+	.port = impl_port,
+	.stop = impl_stop,
+};

@@ -20,6 +20,26 @@
 struct agent;
 struct grpc_api;
 
+/* The gRPC side (this file's implementation, pbconv.c, reflection.c and the
+ * generated protobuf code) is built as a plugin, oneshield-agent-grpc.so,
+ * loaded only when api.grpc_listen is set: gRPC's C core and its libraries
+ * (abseil, re2, OpenSSL, libstdc++) cost ~8 MiB of resident pages just by
+ * being loaded, which a REST-only agent should not pay. grpc_plugin.c in
+ * the agent binary finds and loads it and forwards the calls below; without
+ * a plugin loaded they report 0 streams and do nothing. */
+#define GRPC_PLUGIN_ABI 1
+struct grpc_plugin_ops {
+	int abi;
+	int (*start)(struct agent *a, const char *listen, size_t max_subscribers, struct grpc_api **out, char *err,
+		     size_t errlen);
+	void (*begin_shutdown)(struct grpc_api *g);
+	size_t (*streams)(const struct grpc_api *g);
+	size_t (*subscribers)(const struct grpc_api *g);
+	int (*port)(const struct grpc_api *g);
+	void (*stop)(struct grpc_api *g);
+};
+extern const struct grpc_plugin_ops oneshield_grpc_plugin;
+
 /* listen: "host:port". 0 or -errno with err filled. */
 int grpc_api_start(struct agent *a, const char *listen, size_t max_subscribers, struct grpc_api **out, char *err,
 		   size_t errlen);

@@ -304,3 +304,22 @@ def test_rescan_fallback_without_proc_connector(tmp_path, sim, agents, monkeypat
     pid2 = sim.start()
     found2 = a.wait_event("ONEPANEL_FOUND_MESSAGE", after=stop["seq"])
     assert found2["pid"] == pid2
+
+
+def test_grpc_plugin_must_be_trusted(tmp_path):
+    """The gRPC plugin is code loaded into a root daemon: a file others can
+    write is refused, with a clear error, and the agent does not start."""
+    import shutil as sh
+    plugin = os.path.join(os.path.dirname(AGENT_BIN), "oneshield-agent-grpc.so")
+    bad = tmp_path / "writable.so"
+    sh.copy(plugin, bad)
+    os.chmod(bad, 0o666)
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text(agent_yaml(grpc=True))
+    env = dict(os.environ, ONESHIELD_GRPC_PLUGIN=str(bad))
+    r = subprocess.run([AGENT_BIN, "-c", str(cfg)], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 1
+    assert "writable only by its owner" in r.stderr
+    env["ONESHIELD_GRPC_PLUGIN"] = str(tmp_path / "missing.so")
+    r = subprocess.run([AGENT_BIN, "-c", str(cfg)], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 1 and "missing.so" in r.stderr

@@ -1,0 +1,120 @@
+/* Finding and loading the gRPC plugin (see grpc_server.h for why it is one).
+ *
+ * The plugin is code run as root, so it is loaded only from a file owned by
+ * root (or by the agent's user) that nobody else can write: the file named by
+ * $ONESHIELD_GRPC_PLUGIN when set, else the first of "next to the agent's
+ * executable" and /usr/lib/oneshield-agent/. */
+#include "grpc_server.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define PLUGIN_NAME "oneshield-agent-grpc.so"
+#define PLUGIN_LIBDIR "/usr/lib/oneshield-agent"
+
+static const struct grpc_plugin_ops *ops;
+static void *handle;
+
+static int trusted(const char *path, char *why, size_t whylen)
+{
+	struct stat st;
+	if (stat(path, &st) < 0) {
+		snprintf(why, whylen, "%.512s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (!S_ISREG(st.st_mode) || (st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022)) {
+		snprintf(why, whylen, "%.512s: not a regular file owned by root and writable only by its owner", path);
+		return -EPERM;
+	}
+	return 0;
+}
+
+static int load(char *err, size_t errlen)
+{
+	char cand[3][PATH_MAX];
+	int n = 0;
+	const char *env = getenv("ONESHIELD_GRPC_PLUGIN");
+	if (env && *env) {
+		/* named explicitly: that file or nothing */
+		snprintf(cand[n++], PATH_MAX, "%s", env);
+	} else {
+		char self[PATH_MAX];
+		ssize_t l = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		if (l > 0) {
+			self[l] = '\0';
+			snprintf(cand[n++], PATH_MAX, "%s/%s", dirname(self), PLUGIN_NAME);
+		}
+		snprintf(cand[n++], PATH_MAX, "%s/%s", PLUGIN_LIBDIR, PLUGIN_NAME);
+	}
+
+	char why[2048] = "";
+	for (int i = 0; i < n; i++) {
+		if (trusted(cand[i], why, sizeof(why)))
+			continue;
+		void *h = dlopen(cand[i], RTLD_NOW | RTLD_LOCAL);
+		if (!h) {
+			snprintf(why, sizeof(why), "%.1024s", dlerror());
+			continue;
+		}
+		const struct grpc_plugin_ops *o = dlsym(h, "oneshield_grpc_plugin");
+		if (!o || o->abi != GRPC_PLUGIN_ABI) {
+			snprintf(why, sizeof(why), "%.512s: not a oneshield-agent gRPC plugin of ABI %d", cand[i],
+				 GRPC_PLUGIN_ABI);
+			dlclose(h);
+			continue;
+		}
+		handle = h;
+		ops = o;
+		log_debug("grpc: plugin %s loaded", cand[i]);
+		return 0;
+	}
+	snprintf(err, errlen, "gRPC support (%s) cannot be loaded: %.1024s", PLUGIN_NAME, why);
+	return -ENOENT;
+}
+
+int grpc_api_start(struct agent *a, const char *listen, size_t max_subscribers, struct grpc_api **out, char *err,
+		   size_t errlen)
+{
+	*out = NULL;
+	if (!ops && load(err, errlen))
+		return -ENOENT;
+	return ops->start(a, listen, max_subscribers, out, err, errlen);
+}
+
+void grpc_api_begin_shutdown(struct grpc_api *g)
+{
+	if (g)
+		ops->begin_shutdown(g);
+}
+
+size_t grpc_api_streams(const struct grpc_api *g)
+{
+	return g ? ops->streams(g) : 0;
+}
+
+size_t grpc_api_subscribers(const struct grpc_api *g)
+{
+	return g ? ops->subscribers(g) : 0;
+}
+
+int grpc_api_port(const struct grpc_api *g)
+{
+	return g ? ops->port(g) : 0;
+}
+
+void grpc_api_stop(struct grpc_api *g)
+{
+	if (g)
+		ops->stop(g);
+	/* The plugin stays mapped: gRPC keeps process-wide state (its
+	 * threads are joined, but absl/grpc statics remain referenced). */
+}
