@@ -273,6 +273,7 @@ int main(int argc, char **argv)
 		}
 	}
 	onepanel_start(A.onepanel);
+	agent_collect(&A); /* the first snapshot already shows onepanel */
 
 	if (loop_run(A.loop) < 0)
 		exit_code = 1;

@@ -323,3 +323,13 @@ def test_grpc_plugin_must_be_trusted(tmp_path):
     env["ONESHIELD_GRPC_PLUGIN"] = str(tmp_path / "missing.so")
     r = subprocess.run([AGENT_BIN, "-c", str(cfg)], capture_output=True, text=True, env=env, timeout=30)
     assert r.returncode == 1 and "missing.so" in r.stderr
+
+
+def test_first_snapshot_already_shows_running_onepanel(tmp_path, sim, agents):
+    """With a 1 h interval only the start-up collection exists: it must
+    already see the onepanel that was running when the agent started."""
+    pid = sim.start()
+    a = agents(tmp_path, agent_yaml(sim_onepanel(sim)).replace("interval: 200ms", "interval: 1h"))
+    text = a.get("/metrics").text
+    assert "\nonepanel_up 1\n" in text
+    assert f"\nonepanel_pid {pid}\n" in text
