@@ -67,6 +67,15 @@ struct onepanel {
 	 * for a new master. */
 	uint64_t lost_start, lost_end;
 
+	/* Matching execs seen while a master was still tracked: a restart whose
+	 * exec the connector reported before the old master's pidfd woke us.
+	 * Adopted (if still alive) when the tracked master stops. */
+	struct {
+		pid_t pid;
+		uint64_t start_ticks;
+	} pending[8];
+	size_t npending;
+
 	/* discovery */
 	int nl_fd;
 	struct loop_io *nl_io;
@@ -284,6 +293,7 @@ static const char *sig_name(int sig)
 static void track(struct onepanel *op, pid_t pid, const struct proc_info *pi, const char *how)
 {
 	op->running = true;
+	op->npending = 0;
 	op->pid = pid;
 	op->start_ticks = pi->start_ticks;
 	op->start_time = pi->start_time;
@@ -422,6 +432,14 @@ static void pidfd_ready(void *arg, int fd, uint32_t events)
 	nl_drain(op);
 	emit_stop(op);
 	find(op, "pid_file", op->nl_fd < 0);
+	for (size_t i = 0; i < op->npending && !op->running; i++) {
+		struct proc_info pi;
+		pid_t pid = op->pending[i].pid;
+		if (procfs_read_proc(PROC_ROOT, pid, &pi) == 0 && pi.start_ticks == op->pending[i].start_ticks &&
+		    pi.state != 'Z' && matches(op, pid, &pi))
+			track(op, pid, &pi, "exec");
+	}
+	op->npending = 0;
 }
 
 static void rescan_tick(void *arg)
@@ -439,11 +457,20 @@ static void handle_proc_event(struct onepanel *op, const struct proc_event *ev)
 	case PROC_EVENT_EXEC:
 		/* A new master is a matching exec whose parent does not match
 		 * (a matching parent means a child of onepanel, e.g. an upgrade). */
-		if (!op->running && op->configured) {
+		if (op->configured) {
 			pid_t pid = ev->event_data.exec.process_tgid;
 			struct proc_info pi, ppi;
 			if (procfs_read_proc(PROC_ROOT, pid, &pi) || !matches(op, pid, &pi))
 				break;
+			if (op->running) {
+				if (pid == op->pid ||
+				    (procfs_read_proc(PROC_ROOT, pi.ppid, &ppi) == 0 && matches(op, pi.ppid, &ppi)))
+					break;
+				size_t i = op->npending < 8 ? op->npending++ : 0;
+				op->pending[i].pid = pid;
+				op->pending[i].start_ticks = pi.start_ticks;
+				break;
+			}
 			if (op->pid_file) {
 				find(op, "exec", false);
 				if (op->running)

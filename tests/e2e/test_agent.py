@@ -333,3 +333,25 @@ def test_first_snapshot_already_shows_running_onepanel(tmp_path, sim, agents):
     text = a.get("/metrics").text
     assert "\nonepanel_up 1\n" in text
     assert f"\nonepanel_pid {pid}\n" in text
+
+
+def test_fast_restarts_each_stop_then_found(tmp_path, sim, agents):
+    """Kill and restart onepanel back to back, so the new exec can reach the
+    agent before the old master's exit does: every restart must still be a
+    STOP of the old pid followed by a FOUND of the new one."""
+    pid = sim.start()
+    a = agents(tmp_path, agent_yaml(sim_onepanel(sim)))
+    a.wait_event("ONEPANEL_FOUND_MESSAGE")
+    s = SSE(a.port, f"/v1/events/stream?after={a.last_seq()}&type=ONEPANEL_STOP_MESSAGE,ONEPANEL_FOUND_MESSAGE")
+    for _ in range(5):
+        old = sim.proc
+        old.kill()
+        new = sim.start()
+        stop = s.next()["data"]
+        found = s.next()["data"]
+        assert (stop["type"], stop["pid"]) == ("ONEPANEL_STOP_MESSAGE", pid)
+        assert (found["type"], found["pid"]) == ("ONEPANEL_FOUND_MESSAGE", new)
+        old.wait(timeout=20)
+        pid = new
+    s.close()
+    assert a.get("/v1/status").json()["onepanel"]["restarts"] == 5
