@@ -18,6 +18,7 @@ struct metrics;
 struct onepanel;
 struct rest;
 struct grpc_api;
+struct cfgapply;
 
 struct agent {
 	struct agent_config *cfg;
@@ -27,6 +28,7 @@ struct agent {
 	struct onepanel *onepanel;
 	struct rest *rest;
 	struct grpc_api *grpc;
+	struct cfgapply *cfgapply;
 	struct metrics *snapshot; /* last complete collection, never NULL once started */
 	const char *mode;         /* "procfs" (no eBPF) or "ebpf" */
 	double started_unix;

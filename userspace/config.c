@@ -580,6 +580,8 @@ static const struct key onepanel_keys[] = {
 	{ .name = "reload_signal", .kind = K_SIGNAL, .off = OFF(onepanel.reload_signal) },
 	{ .name = "reload_timeout", .kind = K_DURATION, .off = OFF(onepanel.reload_timeout_ms),
 	  .min = 100, .max = 10 * 60 * 1000 },
+	{ .name = "validate_timeout", .kind = K_DURATION, .off = OFF(onepanel.validate_timeout_ms),
+	  .min = 100, .max = 10 * 60 * 1000 },
 	{ .name = "access_logs", .kind = K_LOGS, .off = OFF(onepanel.access_logs),
 	  .off2 = OFF(onepanel.n_access_logs), .sub = &access_log_table },
 	{ .name = "error_logs", .kind = K_LOGS, .off = OFF(onepanel.error_logs),
@@ -627,6 +629,7 @@ struct agent_config *config_default(void)
 		return NULL;
 	c->onepanel.reload_signal = SIGHUP;
 	c->onepanel.reload_timeout_ms = 5000;
+	c->onepanel.validate_timeout_ms = 30000;
 	c->api.rest_listen = strdup("127.0.0.1:9440");
 	c->api.grpc_listen = strdup("127.0.0.1:9441");
 	c->api.max_sse_clients = 64;

@@ -31,6 +31,7 @@ struct onepanel_config {
 	char *validate_command;  /* may contain {config}; NULL when absent */
 	int reload_signal;       /* signal number; default SIGHUP. Names: HUP, SIGHUP, USR1, USR2, ... or a number */
 	uint64_t reload_timeout_ms; /* default 5000; 100ms..10min */
+	uint64_t validate_timeout_ms; /* default 30000; 100ms..10min */
 	struct log_spec *access_logs;
 	size_t n_access_logs;
 	struct log_spec *error_logs;

@@ -31,6 +31,8 @@ enum event_type {
 	EV_AGENT_CONFIG_RELOADED = 10,
 	EV_AGENT_CONFIG_RELOAD_FAILED = 11,
 	EV_TEST = 12,            /* only from the test generator (ONESHIELD_TEST_EVENTS=1) */
+	EV_CONFIG_ROLLBACK_SUCCESS = 13,
+	EV_CONFIG_ROLLBACK_FAILURE = 14,
 	EV__COUNT
 };
 

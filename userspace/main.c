@@ -29,6 +29,7 @@
 #include "onepanel.h"
 #include "rest.h"
 #include "testgen.h"
+#include "cfgapply.h"
 #include "grpc_server.h"
 
 #define DRAIN_MS 2000
@@ -247,7 +248,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	A.onepanel = onepanel_new(A.loop, A.journal, &A.cfg->onepanel);
-	if (!A.onepanel)
+	A.cfgapply = cfgapply_new(&A);
+	if (!A.onepanel || !A.cfgapply)
 		return 1;
 	agent_collect(&A);
 	if (start_rest(A.cfg, &A.rest) || start_grpc(A.cfg, &A.grpc)) {
@@ -282,6 +284,7 @@ int main(int argc, char **argv)
 	 * deliver it and end. */
 	A.stopping = true;
 	testgen_stop(A.loop);
+	cfgapply_abort(A.cfgapply); /* restores its files; its client gets 503 */
 	{
 		struct event *e = event_new(EV_AGENT_STOP, EL_INFO, "oneshield-agent stopping");
 		if (e) {
@@ -304,6 +307,7 @@ out:
 	grpc_api_stop(A.grpc);
 	rest_stop(A.rest);
 	loop_timer_free(A.loop, collect_timer);
+	cfgapply_free(A.cfgapply);
 	onepanel_free(A.onepanel);
 	metrics_free(A.snapshot);
 	journal_free(A.journal);

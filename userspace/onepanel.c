@@ -60,6 +60,7 @@ struct onepanel {
 	 * sample is what we avoid. */
 	pid_t *kids;
 	size_t nkids, capkids;
+	int64_t forks;          /* children forked since found */
 
 	/* Life span (clock ticks after boot) of the master we last lost. A
 	 * process that started inside it was most likely forked by that master
@@ -294,6 +295,7 @@ static void track(struct onepanel *op, pid_t pid, const struct proc_info *pi, co
 {
 	op->running = true;
 	op->npending = 0;
+	op->forks = 0;
 	op->pid = pid;
 	op->start_ticks = pi->start_ticks;
 	op->start_time = pi->start_time;
@@ -483,8 +485,10 @@ static void handle_proc_event(struct onepanel *op, const struct proc_event *ev)
 		break;
 	case PROC_EVENT_FORK:
 		if (op->running && ev->event_data.fork.parent_tgid == op->pid &&
-		    ev->event_data.fork.child_pid == ev->event_data.fork.child_tgid)
+		    ev->event_data.fork.child_pid == ev->event_data.fork.child_tgid) {
 			kid_add(op, ev->event_data.fork.child_tgid);
+			op->forks++;
+		}
 		break;
 	case PROC_EVENT_EXIT:
 		if (op->running && ev->event_data.exit.process_pid == ev->event_data.exit.process_tgid)
@@ -684,6 +688,34 @@ void onepanel_get_state(const struct onepanel *op, struct onepanel_state *st)
 	st->last_exit_code = op->last_exit_code;
 	st->last_exit_signal = op->last_exit_signal;
 	st->tracking = op->nl_fd >= 0 ? "proc_connector" : "rescan";
+}
+
+int onepanel_signal(struct onepanel *op, int sig)
+{
+	if (!op->running)
+		return -ESRCH;
+	if (op->pidfd >= 0) {
+		if (syscall(SYS_pidfd_send_signal, op->pidfd, sig, NULL, 0) == 0)
+			return 0;
+		if (errno != ENOSYS)
+			return -errno;
+	}
+	return kill(op->pid, sig) < 0 ? -errno : 0;
+}
+
+int64_t onepanel_forks(const struct onepanel *op)
+{
+	return op->nl_fd >= 0 ? op->forks : -1;
+}
+
+int64_t onepanel_children(const struct onepanel *op)
+{
+	return op->nl_fd >= 0 && op->running ? (int64_t)op->nkids : -1;
+}
+
+uint64_t onepanel_start_ticks(const struct onepanel *op)
+{
+	return op->running ? op->start_ticks : 0;
 }
 
 int onepanel_collect(struct onepanel *op, struct metrics *m)

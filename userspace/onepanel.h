@@ -47,6 +47,17 @@ int onepanel_start(struct onepanel *op);
 /* New identity (agent config reload): if it changed, forget and rescan. */
 int onepanel_reconfigure(struct onepanel *op, const struct onepanel_config *cfg);
 void onepanel_get_state(const struct onepanel *op, struct onepanel_state *st);
+/* Send sig to the tracked master (through its pidfd when there is one, so a
+ * recycled pid is never signalled). 0, -ESRCH when not running, -errno. */
+int onepanel_signal(struct onepanel *op, int sig);
+/* Children the master forked since it was found, as seen by the proc
+ * connector (counts up; compare two readings). -1 without the connector. */
+int64_t onepanel_forks(const struct onepanel *op);
+/* Live direct children (workers); -1 when unknown. */
+int64_t onepanel_children(const struct onepanel *op);
+/* Identity of the tracked master: start time in clock ticks after boot. */
+uint64_t onepanel_start_ticks(const struct onepanel *op);
+
 /* onepanel_* metrics of the master into m (up is 0 when not running). */
 int onepanel_collect(struct onepanel *op, struct metrics *m);
 

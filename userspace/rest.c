@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "agent.h"
+#include "cfgapply.h"
 #include "buf.h"
 #include "config.h"
 #include "journal.h"
@@ -23,6 +24,8 @@
 
 #define HEARTBEAT_MS 15000
 #define MAX_BODY 65536
+/* an apply carries up to 16 MiB of files, base64 makes that 4/3 */
+#define MAX_APPLY_BODY (24u << 20)
 
 struct sse {
 	struct rest *rest;
@@ -45,13 +48,20 @@ struct rest {
 	struct sse *clients;
 	size_t nclients, max_clients;
 	bool closing;
+	struct req *apply_req;  /* the request waiting for the running apply */
 	bool need_run;        /* a connection was resumed: run MHD before sleeping */
 	unsigned short port;
 };
 
 struct req {
-	bool started;
-	size_t body;
+	size_t body_len;
+	struct buf body;      /* kept only for POST /v1/config/apply */
+	bool keep_body;
+	/* a config apply running for this request */
+	struct MHD_Connection *conn;
+	cJSON *result;
+	int result_code;
+	bool waiting, answered;
 };
 
 /* ---- responses ---- */
@@ -480,6 +490,102 @@ static enum MHD_Result h_stream(struct rest *r, struct MHD_Connection *c)
 	return ret;
 }
 
+/* ---- config management ---- */
+
+static enum MHD_Result h_config_list(struct rest *r, struct MHD_Connection *c, struct req *q)
+{
+	(void)q;
+	const char *bad;
+	static const char *const none[] = { NULL };
+	if (check_query(c, none, &bad))
+		return send_error(c, MHD_HTTP_BAD_REQUEST, "unknown query parameter \"%.64s\"", bad);
+	int code;
+	cJSON *j = cfgapply_list_json(r->agent, &code);
+	if (!j)
+		return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot list the managed files");
+	return send_json(c, (unsigned)code, j);
+}
+
+static enum MHD_Result h_config_file(struct rest *r, struct MHD_Connection *c, struct req *q)
+{
+	(void)q;
+	static const char *const allowed[] = { "path", NULL };
+	const char *bad;
+	if (check_query(c, allowed, &bad))
+		return send_error(c, MHD_HTTP_BAD_REQUEST, "unknown query parameter \"%.64s\" (allowed: path)", bad);
+	int code;
+	cJSON *j = cfgapply_file_json(r->agent, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "path"), &code);
+	return send_json(c, (unsigned)code, j);
+}
+
+static void apply_done(void *arg, cJSON *result, int code)
+{
+	struct rest *r = arg;
+	struct req *q = r->apply_req;
+	r->apply_req = NULL;
+	if (!q) {
+		/* the client's connection is gone; the outcome is in the log */
+		cJSON_Delete(result);
+		return;
+	}
+	q->result = result;
+	q->result_code = code;
+	q->waiting = false;
+	MHD_resume_connection(q->conn);
+	r->need_run = true;
+}
+
+static enum MHD_Result h_config_apply(struct rest *r, struct MHD_Connection *c, struct req *q)
+{
+	if (q->result) {
+		/* resumed: the apply finished */
+		cJSON *res = q->result;
+		q->result = NULL;
+		return send_json(c, (unsigned)q->result_code, res);
+	}
+	if (q->body_len > MAX_APPLY_BODY)
+		return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body over %u bytes", MAX_APPLY_BODY);
+	const char *bad;
+	static const char *const none[] = { NULL };
+	if (check_query(c, none, &bad))
+		return send_error(c, MHD_HTTP_BAD_REQUEST, "unknown query parameter \"%.64s\"", bad);
+	if (r->closing)
+		return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "agent is shutting down");
+	char err[512];
+	struct cfgapply_req *req = NULL;
+	int rc = cfgapply_parse_json(q->body.data ? q->body.data : "", q->body.len, &req, err, sizeof(err));
+	if (rc == -ENOMEM)
+		return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+	if (rc) {
+		cJSON *j = cJSON_CreateObject();
+		cJSON_AddStringToObject(j, "status", rc == -EFBIG ? "too_large" : "malformed");
+		cJSON_AddStringToObject(j, "error", err);
+		cJSON_AddStringToObject(j, "message", err);
+		return send_json(c, rc == -EFBIG ? MHD_HTTP_CONTENT_TOO_LARGE : MHD_HTTP_BAD_REQUEST, j);
+	}
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	snprintf(req->peer, sizeof(req->peer), "rest:unknown");
+	if (ci && ci->client_addr) {
+		char host[INET6_ADDRSTRLEN] = "?";
+		const struct sockaddr *sa = ci->client_addr;
+		if (sa->sa_family == AF_INET)
+			inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof(host));
+		else if (sa->sa_family == AF_INET6)
+			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof(host));
+		snprintf(req->peer, sizeof(req->peer), "rest:%s", host);
+	}
+	cJSON *res = NULL;
+	int code = 500;
+	if (cfgapply_start(r->agent->cfgapply, req, apply_done, r, &res, &code))
+		return send_json(c, (unsigned)code, res);
+	/* runs on in the loop: park this connection until apply_done */
+	q->conn = c;
+	q->waiting = true;
+	r->apply_req = q;
+	MHD_suspend_connection(c);
+	return MHD_YES;
+}
+
 /* POST /v1/test/events?count=N&rate=R — only with ONESHIELD_TEST_EVENTS=1. */
 static enum MHD_Result h_testgen(struct rest *r, struct MHD_Connection *c)
 {
@@ -507,16 +613,29 @@ static enum MHD_Result h_testgen(struct rest *r, struct MHD_Connection *c)
 struct route {
 	const char *path;
 	enum MHD_Result (*fn)(struct rest *, struct MHD_Connection *);
+	enum MHD_Result (*fnq)(struct rest *, struct MHD_Connection *, struct req *);
+	const char *method;  /* GET routes also answer HEAD */
 };
 
 static const struct route routes[] = {
-	{ "/healthz", h_healthz },
-	{ "/v1/status", h_status },
-	{ "/v1/metrics", h_metrics_json },
-	{ "/metrics", h_metrics_prom },
-	{ "/v1/events", h_events },
-	{ "/v1/events/stream", h_stream },
+	{ "/healthz", h_healthz, NULL, "GET" },
+	{ "/v1/status", h_status, NULL, "GET" },
+	{ "/v1/metrics", h_metrics_json, NULL, "GET" },
+	{ "/metrics", h_metrics_prom, NULL, "GET" },
+	{ "/v1/events", h_events, NULL, "GET" },
+	{ "/v1/events/stream", h_stream, NULL, "GET" },
+	{ "/v1/config", NULL, h_config_list, "GET" },
+	{ "/v1/config/file", NULL, h_config_file, "GET" },
+	{ "/v1/config/apply", NULL, h_config_apply, "POST" },
 };
+
+static const struct route *find_route(const char *url)
+{
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (strcmp(url, routes[i].path) == 0)
+			return &routes[i];
+	return NULL;
+}
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 			      const char *version, const char *upload, size_t *upload_size, void **con_cls)
@@ -524,27 +643,31 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	struct rest *r = cls;
 	struct req *q = *con_cls;
 	(void)version;
-	(void)upload;
 	if (!q) {
 		/* First call: headers only. Answering now would close a
 		 * keep-alive connection, so answer on the next call. */
 		q = calloc(1, sizeof(*q));
 		if (!q)
 			return MHD_NO;
+		buf_init(&q->body);
+		const struct route *rt = find_route(url);
+		q->keep_body = rt && rt->fnq == h_config_apply && strcmp(method, "POST") == 0;
 		*con_cls = q;
 		return MHD_YES;
 	}
 	if (*upload_size) {
-		q->body += *upload_size;
+		size_t limit = q->keep_body ? MAX_APPLY_BODY : MAX_BODY;
+		if (q->body_len <= limit && q->body_len + *upload_size <= limit && q->keep_body)
+			buf_append(&q->body, upload, *upload_size);
+		q->body_len += *upload_size;
 		*upload_size = 0;
 		return MHD_YES;
 	}
-	if (q->body > MAX_BODY)
+	if (!q->keep_body && q->body_len > MAX_BODY)
 		return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
-	const struct route *rt = NULL;
-	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
-		if (strcmp(url, routes[i].path) == 0)
-			rt = &routes[i];
+	if (q->body.oom)
+		return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory reading the request");
+	const struct route *rt = find_route(url);
 	if (!rt && strcmp(url, "/v1/test/events") == 0 && testgen_enabled()) {
 		if (strcmp(method, "POST") != 0)
 			return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST");
@@ -552,23 +675,32 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	}
 	if (!rt)
 		return send_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint: %.128s", url);
-	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+	bool get = strcmp(rt->method, "GET") == 0;
+	if (strcmp(method, rt->method) != 0 && !(get && strcmp(method, "HEAD") == 0)) {
 		char msg[128];
-		snprintf(msg, sizeof(msg), "method %.16s not allowed on %s (use GET)", method, rt->path);
+		snprintf(msg, sizeof(msg), "method %.16s not allowed on %s (use %s)", method, rt->path, rt->method);
 		cJSON *j = cJSON_CreateObject();
 		cJSON_AddStringToObject(j, "error", msg);
 		cJSON_AddNumberToObject(j, "status", MHD_HTTP_METHOD_NOT_ALLOWED);
-		return send_json_hdr(c, MHD_HTTP_METHOD_NOT_ALLOWED, j, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+		return send_json_hdr(c, MHD_HTTP_METHOD_NOT_ALLOWED, j, MHD_HTTP_HEADER_ALLOW,
+				     get ? "GET, HEAD" : rt->method);
 	}
-	return rt->fn(r, c);
+	return rt->fn ? rt->fn(r, c) : rt->fnq(r, c, q);
 }
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-	(void)cls;
+	struct rest *r = cls;
+	struct req *q = *con_cls;
 	(void)c;
 	(void)toe;
-	free(*con_cls);
+	if (!q)
+		return;
+	if (r->apply_req == q)
+		r->apply_req = NULL; /* apply_done will find nobody waiting */
+	cJSON_Delete(q->result);
+	buf_free(&q->body);
+	free(q);
 	*con_cls = NULL;
 }
 
