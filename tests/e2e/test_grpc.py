@@ -634,7 +634,7 @@ def test_unknown_method_is_unimplemented(tmp_path, gagent, path, stream):
     assert g.status().version
 
 
-@pytest.mark.parametrize("types", [[99], [13], [-1], [ET.Value("AGENT_START_MESSAGE"), 1000]])
+@pytest.mark.parametrize("types", [[99], [max(ET.values()) + 1], [-1], [ET.Value("AGENT_START_MESSAGE"), 1000]])
 def test_unknown_event_type_is_invalid_argument(tmp_path, gagent, types):
     g = gagent()
     s = g.subscribe(after_seq=0, types=types)
