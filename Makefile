@@ -7,6 +7,7 @@
 #   make check        test, then the whole suite again under ASan+UBSan
 #   make bench-idle   idle RSS/CPU of the agent beside onepanel
 #   make bench-grpc   gRPC event fan-out and unary throughput
+#   make bench-apply  the agent's own time per config apply (1 and 100 files)
 #
 # Generated files (skeletons, protobuf-c output) go to $(BUILD) only.
 
@@ -57,7 +58,7 @@ FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 20
 
 .SECONDARY:
-.PHONY: all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc fuzz fuzz-smoke clean
+.PHONY: all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc bench-apply fuzz fuzz-smoke clean
 all: agent plugin sim
 agent: $(BUILD)/oneshield-agent
 plugin: $(BUILD)/oneshield-agent-grpc.so
@@ -142,6 +143,9 @@ check:
 
 bench-grpc: all
 	$(PYTHON) tests/bench/grpc_bench.py --agent $(BUILD)/oneshield-agent --build $(BUILD) $(BENCH_ARGS)
+
+bench-apply: all
+	$(PYTHON) tests/bench/apply.py --agent $(BUILD)/oneshield-agent --sim $(BUILD)/onepanel-sim $(BENCH_ARGS)
 
 bench-idle: all
 	$(PYTHON) tests/bench/idle.py --agent $(BUILD)/oneshield-agent --sim $(BUILD)/onepanel-sim $(BENCH_ARGS)

@@ -19,6 +19,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -65,6 +66,8 @@ struct cfgapply {
 	char fail_reason[512];
 	bool reloaded;
 	uint64_t t0;
+	/* microseconds spent in each phase, for the result and the benchmark */
+	uint64_t us_prepare, us_validate, us_reload, us_restore, mark;
 	cfgapply_done_fn done;
 	void *arg;
 };
@@ -219,6 +222,21 @@ out:
 
 /* ---- helpers ---- */
 
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Add the time since the last mark to *acc and move the mark. */
+static void lap(struct cfgapply *ca, uint64_t *acc)
+{
+	uint64_t t = now_us();
+	*acc += t - ca->mark;
+	ca->mark = t;
+}
+
 struct cfgapply *cfgapply_new(struct agent *a)
 {
 	struct cfgapply *ca = calloc(1, sizeof(*ca));
@@ -317,6 +335,12 @@ static cJSON *result_json(struct cfgapply *ca, const char *status, const char *m
 	for (size_t i = 0; i < ca->nseqs; i++)
 		cJSON_AddItemToArray(evs, cJSON_CreateNumber((double)ca->seqs[i]));
 	cJSON_AddNumberToObject(o, "duration_ms", (double)(loop_now_ms() - ca->t0));
+	/* the agent's own work vs. waiting for the validator and the reload */
+	cJSON *t = cJSON_AddObjectToObject(o, "timings_ms");
+	cJSON_AddNumberToObject(t, "prepare", (double)ca->us_prepare / 1000.0);
+	cJSON_AddNumberToObject(t, "validate", (double)ca->us_validate / 1000.0);
+	cJSON_AddNumberToObject(t, "reload", (double)ca->us_reload / 1000.0);
+	cJSON_AddNumberToObject(t, "restore", (double)ca->us_restore / 1000.0);
 	return o;
 }
 
@@ -359,7 +383,10 @@ static void finish(struct cfgapply *ca, const char *status, int code, const char
  * promised: rollback_failed). */
 static bool restore(struct cfgapply *ca)
 {
-	if (!ca->txn || cfgfs_txn_restore(ca->txn) == 0)
+	ca->mark = now_us();
+	int r = ca->txn ? cfgfs_txn_restore(ca->txn) : 0;
+	lap(ca, &ca->us_restore);
+	if (r == 0)
 		return true;
 	log_error("config apply %s: restoring the previous files failed: %s", ca->id, cfgfs_txn_error(ca->txn));
 	return false;
@@ -558,6 +585,7 @@ static void reload_failed(struct cfgapply *ca)
 	char first[512];
 	snprintf(first, sizeof(first), "%s", ca->fail_reason);
 	ca->phase = P_ROLLBACK;
+	ca->mark = now_us();
 	if (!signal_and_watch(ca)) {
 		rollback_done(ca, false, ca->fail_reason);
 		return;
@@ -573,6 +601,7 @@ static void verify_tick(void *arg)
 	int v = verify_state(ca);
 	if (v == 0)
 		return;
+	lap(ca, &ca->us_reload);
 	if (ca->phase == P_VERIFYING) {
 		if (v > 0) {
 			loop_timer_disarm(ca->timer);
@@ -633,6 +662,7 @@ static void after_validate(struct cfgapply *ca, cJSON **so, int *sc)
 		return;
 	}
 	ca->phase = P_VERIFYING;
+	ca->mark = now_us();
 	if (!signal_and_watch(ca)) {
 		char reason[600];
 		snprintf(reason, sizeof(reason), "%s", ca->fail_reason);
@@ -657,6 +687,7 @@ static bool critical_output(const char *out)
 static void validator_done(void *arg, struct spawn_result *r)
 {
 	struct cfgapply *ca = arg;
+	lap(ca, &ca->us_validate);
 	ca->sp = NULL;
 	ca->v_ran = true;
 	ca->v_status = r->status;
@@ -707,6 +738,8 @@ int cfgapply_start(struct cfgapply *ca, struct cfgapply_req *req, cfgapply_done_
 	ca->reloaded = false;
 	ca->v_ran = ca->v_ok = false;
 	ca->t0 = loop_now_ms();
+	ca->mark = now_us();
+	ca->us_prepare = ca->us_validate = ca->us_reload = ca->us_restore = 0;
 	new_id(ca->id);
 
 	if (!oc->configured || !oc->n_allowed_dirs) {
@@ -769,6 +802,7 @@ int cfgapply_start(struct cfgapply *ca, struct cfgapply_req *req, cfgapply_done_
 		return 1;
 	}
 	/* 3. Validate. */
+	lap(ca, &ca->us_prepare);
 	if (!oc->validate_command) {
 		ca->v_ok = true;
 		after_validate(ca, result, http_status);
