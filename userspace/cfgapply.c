@@ -68,6 +68,11 @@ struct cfgapply {
 	uint64_t t0;
 	/* microseconds spent in each phase, for the result and the benchmark */
 	uint64_t us_prepare, us_validate, us_reload, us_restore, mark;
+	/* onepanel when the apply began: if it dies meanwhile, this is no
+	 * "not running, not reloaded" success */
+	bool was_running;
+	pid_t start_pid;
+	uint64_t start_start_ticks;
 	cfgapply_done_fn done;
 	void *arg;
 };
@@ -91,9 +96,19 @@ int cfgapply_parse_json(const char *body, size_t len, struct cfgapply_req **out,
 	struct cfgfs_limits lim;
 	cfgfs_limits_default(&lim);
 	*out = NULL;
-	cJSON *j = cJSON_ParseWithLength(body, len);
+	const char *end = NULL;
+	cJSON *j = cJSON_ParseWithLengthOpts(body, len, &end, false);
+	if (j && end) {
+		/* one JSON value and nothing after it but whitespace */
+		for (const char *p = end; p < body + len; p++)
+			if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
+				cJSON_Delete(j);
+				j = NULL;
+				break;
+			}
+	}
 	if (!j) {
-		snprintf(err, errlen, "request body is not valid JSON");
+		snprintf(err, errlen, "request body is not one valid JSON value");
 		return -EINVAL;
 	}
 	int rc = -EINVAL;
@@ -511,7 +526,11 @@ static int verify_state(struct cfgapply *ca)
 		return -1;
 	}
 	char line[512];
-	if (scan_logs(ca, line, sizeof(line))) {
+	/* During a rollback with workers to watch, log lines do not decide: the
+	 * failed reload may still be logging (nginx retries bind() for ~2.5 s
+	 * before it handles the rollback's signal); a new generation does. */
+	bool logs_decide = !(ca->phase == P_ROLLBACK && ca->watch_workers);
+	if (logs_decide && scan_logs(ca, line, sizeof(line))) {
 		snprintf(ca->fail_reason, sizeof(ca->fail_reason), "onepanel logged: %.450s", line);
 		return -1;
 	}
@@ -631,12 +650,13 @@ static void after_validate(struct cfgapply *ca, cJSON **so, int *sc)
 {
 	struct cfgapply_req *req = ca->req;
 	if (!ca->v_ok) {
-		char reason[300];
+		char reason[400];
 		if (ca->v_timed_out)
 			snprintf(reason, sizeof(reason), "validator timed out after %llu ms",
 				 (unsigned long long)ca->a->cfg->onepanel.validate_timeout_ms);
 		else if (ca->v_exec_failed)
-			snprintf(reason, sizeof(reason), "validator could not be run: %s", strerror(ca->v_errno));
+			snprintf(reason, sizeof(reason), "validator %.200s could not be run: %s",
+				 ca->a->cfg->onepanel.validate_command, strerror(ca->v_errno));
 		else
 			snprintf(reason, sizeof(reason), "validator rejected the configuration");
 		fail_apply(ca, "invalid", 422, reason, so, sc);
@@ -653,6 +673,15 @@ static void after_validate(struct cfgapply *ca, cJSON **so, int *sc)
 	}
 	struct onepanel_state st;
 	onepanel_get_state(ca->a->onepanel, &st);
+	if (req->reload && ca->was_running &&
+	    (!st.running || st.pid != ca->start_pid ||
+	     onepanel_start_ticks(ca->a->onepanel) != ca->start_start_ticks)) {
+		char reason[200];
+		snprintf(reason, sizeof(reason), "onepanel (pid %d) stopped during the apply", ca->start_pid);
+		ev_emit(ca, ev_new(ca, EV_ONEPANEL_RELOAD_FAILED, EL_ERROR, reason));
+		fail_apply(ca, "reload_failed_rolled_back", 422, reason, so, sc);
+		return;
+	}
 	if (!req->reload || !st.running) {
 		const char *why = !req->reload ? "configuration written and validated; not reloaded (reload: false)"
 					       : "configuration written and validated; onepanel is not running, so "
@@ -739,6 +768,13 @@ int cfgapply_start(struct cfgapply *ca, struct cfgapply_req *req, cfgapply_done_
 	ca->v_ran = ca->v_ok = false;
 	ca->t0 = loop_now_ms();
 	ca->mark = now_us();
+	{
+		struct onepanel_state st0;
+		onepanel_get_state(ca->a->onepanel, &st0);
+		ca->was_running = st0.running;
+		ca->start_pid = st0.pid;
+		ca->start_start_ticks = onepanel_start_ticks(ca->a->onepanel);
+	}
 	ca->us_prepare = ca->us_validate = ca->us_reload = ca->us_restore = 0;
 	new_id(ca->id);
 
@@ -765,6 +801,12 @@ int cfgapply_start(struct cfgapply *ca, struct cfgapply_req *req, cfgapply_done_
 		if (r) {
 			free(resolved);
 			int code = r == -ENOENT && !req->files[i].del ? 403 : code_for(r);
+			/* ".." is an attempt to leave the allowed dirs, not a typo */
+			const char *pth = req->files[i].path;
+			if (r == -EINVAL && (strstr(pth, "/../") || strncmp(pth, "../", 3) == 0 ||
+					     (strlen(pth) >= 3 && strcmp(pth + strlen(pth) - 3, "/..") == 0) ||
+					     strcmp(pth, "..") == 0))
+				code = 403;
 			finish(ca, code == 400 ? "malformed" : code == 413 ? "too_large" : "rejected", code, err, result,
 			       http_status);
 			return 1;

@@ -28,7 +28,6 @@ struct spawn;
 /* Limits applied in the child (never raised above what the agent has). The
  * CPU limit is the timeout rounded up to seconds plus SPAWN_CPU_SLACK_S. */
 #define SPAWN_CPU_SLACK_S 1
-#define SPAWN_AS_LIMIT (1ULL << 30)
 #define SPAWN_NOFILE_LIMIT 1024
 
 struct spawn_result {

@@ -381,6 +381,10 @@ def test_apply_changes_message_and_reports(tmp_path, sims, agents):
     assert [e["id"] for e in got] == j["events"]
     assert all(e["data"]["correlation_id"] == j["correlation_id"] for e in got)
 
+    # audit-logged: who, what, outcome
+    a.log.wait_line(rf"audit: config apply {j['correlation_id']} from rest:127\.0\.0\.1.*: applied; "
+                    rf"files: {re.escape(os.path.realpath(conf))} {sha(old)[:12]}->{sha(new)[:12]}")
+
     # the file: new content, same mode and owner, no temp files left
     st = os.lstat(conf)
     assert conf.read_bytes() == new
@@ -527,11 +531,15 @@ def test_delete_file(tmp_path, sims, agents):
 
 # ---------------------------------------------------------------- reload failures
 
-def test_reload_failure_rolls_back(tmp_path, sims, agents):
-    sim = sims(tmp_path)
+@pytest.mark.parametrize("workers", [2, 0])
+def test_reload_failure_rolls_back(tmp_path, sims, agents, workers):
+    """workers 0: no new generation to wait for, the agent must still see
+    the [emerg] the failed reload logs."""
+    sim = sims(tmp_path, workers=workers)
     sim.start()
     a = start_agent(agents, tmp_path, sim)
-    sim.wait_workers(2)
+    if workers:
+        sim.wait_workers(workers)
     master = sim.pid
     before_tree = snapshot(sim.conf_dir)
     before = a.last_seq()
@@ -554,14 +562,37 @@ def test_reload_failure_rolls_back(tmp_path, sims, agents):
     wait_sighups(sim, mark, 2)
     sim.wait_error_log(r"reconfigured, generation \d+$", since=mark, timeout=DEADLINE)
     assert sim.running() and sim.pid == master
-    sim.wait_workers(2, timeout=DEADLINE)
-    for _ in range(5):
-        assert sim.serves("v1")
+    if workers:
+        sim.wait_workers(workers, timeout=DEADLINE)
+        for _ in range(5):
+            assert sim.serves("v1")
 
     evs = apply_events(a, j, before)
     assert types(evs) == RELOAD_FAIL_EVENTS, evs
     st = a.get("/v1/status").json()["onepanel"]
     assert st["state"] == "running" and st["pid"] == master
+
+
+def test_rollback_reload_fails_too(tmp_path, sims, agents):
+    """The running config itself cannot be reloaded (fail_reload is ignored
+    at startup): the apply's reload fails, the files go back, the rollback
+    reload fails as well -> rollback_failed, 500; onepanel keeps serving."""
+    sim = sims(tmp_path, fail_reload=True)
+    sim.start()
+    a = start_agent(agents, tmp_path, sim)
+    sim.wait_workers(2)
+    tree = snapshot(sim.conf_dir)
+    before = a.last_seq()
+    mark = sim.error_mark()
+    code, j = apply(a, [{"path": str(sim.config_path), "content": sim.text(message="v2")}])
+    assert code == 500, j
+    assert j["status"] == "rollback_failed", j
+    assert_same(tree, snapshot(sim.conf_dir))
+    wait_sighups(sim, mark, 2)
+    assert sim.running() and sim.serves("v1")
+    assert types(apply_events(a, j, before)) == ["ONEPANEL_RELOAD_FAILED_MESSAGE",
+                                                 "CONFIG_ROLLBACK_FAILURE_MESSAGE",
+                                                 "CONFIG_APPLY_FAILURE_MESSAGE"]
 
 
 def test_onepanel_not_running_applies_without_reload(tmp_path, sims, agents):
@@ -872,6 +903,35 @@ def test_validator_missing(tmp_path, sims, agents):
     assert "No such file" in text or "not found" in text.lower() or "does not exist" in text, j
     assert_same(tree, snapshot(sim.conf_dir))
     assert sim.serves("v1")
+
+
+def test_validator_killed_by_signal(tmp_path, sims, agents):
+    sim = sims(tmp_path)
+    script = write_script(tmp_path / "segv.sh", "echo about to crash\nkill -SEGV $$\n")
+    a = start_agent(agents, tmp_path, sim, validate_command=yq(f"{script} {{config}}"))
+    tree = snapshot(sim.conf_dir)
+    code, j = apply(a, [{"path": str(sim.config_path), "content": sim.text(message="v2")}])
+    assert code == 422 and j["status"] == "invalid", j
+    v = j["validator"]
+    assert v["signal"] == signal.SIGSEGV and "exit_code" not in v and v["timed_out"] is False, v
+    assert "about to crash" in v["output"], v
+    assert_same(tree, snapshot(sim.conf_dir))
+
+
+@pytest.mark.parametrize("level", ["emerg", "alert", "crit"])
+def test_validator_critical_output_fails_despite_exit_0(tmp_path, sims, agents, level):
+    sim = sims(tmp_path)
+    sim.start()
+    script = write_script(tmp_path / "v.sh", f"echo 'validator: [{level}] something is wrong' >&2\nexit 0\n")
+    a = start_agent(agents, tmp_path, sim, validate_command=yq(f"{script} {{config}}"))
+    tree = snapshot(sim.conf_dir)
+    before = a.last_seq()
+    code, j = apply(a, [{"path": str(sim.config_path), "content": sim.text(message="v2")}])
+    assert code == 422 and j["status"] == "invalid", j
+    assert j["validator"]["exit_code"] == 0 and f"[{level}] something is wrong" in j["validator"]["output"], j
+    assert_same(tree, snapshot(sim.conf_dir))
+    assert sim.serves("v1")
+    assert types(apply_events(a, j, before)) == ["CONFIG_APPLY_FAILURE_MESSAGE"]
 
 
 def test_onepanel_dies_during_apply(tmp_path, sims, agents):
