@@ -83,7 +83,7 @@ $(GEN)/descriptors.c: $(GEN)/descriptors.pb
 
 $(BUILD)/obj/gen/%.o: $(GEN)/%.c $(PB_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(filter-out -Wmissing-prototypes -Wshadow,$(CFLAGS)) -c -o $@ $<
+	$(CC) $(filter-out -Wmissing-prototypes -Wshadow,$(CFLAGS)) -Wno-missing-braces -c -o $@ $<
 
 $(BUILD)/obj/sim/%.o: tools/onepanel-sim/%.c $(wildcard tools/onepanel-sim/*.h) | $(BUILD)/obj/sim
 	$(CC) $(CFLAGS) -c -o $@ $<

@@ -91,6 +91,44 @@ void cfgapply_req_free(struct cfgapply_req *r)
 	free(r);
 }
 
+int cfgapply_req_check(const struct cfgapply_req *r, char *err, size_t errlen)
+{
+	struct cfgfs_limits lim;
+	cfgfs_limits_default(&lim);
+	if (r->nfiles == 0) {
+		snprintf(err, errlen, "no files given");
+		return -EINVAL;
+	}
+	if (r->nfiles > lim.max_files) {
+		snprintf(err, errlen, "too many files: %zu (max %zu)", r->nfiles, lim.max_files);
+		return -EFBIG;
+	}
+	size_t total = 0;
+	for (size_t i = 0; i < r->nfiles; i++) {
+		const struct cfgapply_file *f = &r->files[i];
+		if (!f->path || !*f->path) {
+			snprintf(err, errlen, "files[%zu]: path is empty", i);
+			return -EINVAL;
+		}
+		if (f->len > lim.max_file_bytes) {
+			snprintf(err, errlen, "files[%zu] (%.200s): %zu bytes (max %zu)", i, f->path, f->len,
+				 lim.max_file_bytes);
+			return -EFBIG;
+		}
+		total += f->len;
+		if (total > lim.max_total_bytes) {
+			snprintf(err, errlen, "files total more than %zu bytes", lim.max_total_bytes);
+			return -EFBIG;
+		}
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(r->files[k].path, f->path) == 0) {
+				snprintf(err, errlen, "path %.200s given twice", f->path);
+				return -EINVAL;
+			}
+	}
+	return 0;
+}
+
 int cfgapply_parse_json(const char *body, size_t len, struct cfgapply_req **out, char *err, size_t errlen)
 {
 	struct cfgfs_limits lim;
@@ -144,7 +182,7 @@ int cfgapply_parse_json(const char *body, size_t len, struct cfgapply_req **out,
 		goto out;
 	}
 	size_t n = (size_t)cJSON_GetArraySize(files);
-	if (n > lim.max_files) {
+	if (n > lim.max_files) { /* before allocating for them */
 		snprintf(err, errlen, "too many files: %zu (max %zu)", n, lim.max_files);
 		rc = -EFBIG;
 		goto out;
@@ -154,7 +192,7 @@ int cfgapply_parse_json(const char *body, size_t len, struct cfgapply_req **out,
 		rc = -ENOMEM;
 		goto out;
 	}
-	size_t total = 0, i = 0;
+	size_t i = 0;
 	cJSON_ArrayForEach(it, files)
 	{
 		struct cfgapply_file *f = &r->files[i];
@@ -207,25 +245,9 @@ int cfgapply_parse_json(const char *body, size_t len, struct cfgapply_req **out,
 			snprintf(err, errlen, "files[%zu] (%.200s): content_base64 is not valid base64", i - 1, f->path);
 			goto out;
 		}
-		if (f->len > lim.max_file_bytes) {
-			snprintf(err, errlen, "files[%zu] (%.200s): %zu bytes (max %zu)", i - 1, f->path, f->len,
-				 lim.max_file_bytes);
-			rc = -EFBIG;
-			goto out;
-		}
-		total += f->len;
-		if (total > lim.max_total_bytes) {
-			snprintf(err, errlen, "files total more than %zu bytes", lim.max_total_bytes);
-			rc = -EFBIG;
-			goto out;
-		}
 	}
-	for (size_t x = 0; x < r->nfiles; x++)
-		for (size_t y = x + 1; y < r->nfiles; y++)
-			if (strcmp(r->files[x].path, r->files[y].path) == 0) {
-				snprintf(err, errlen, "path %.200s given twice", r->files[x].path);
-				goto out;
-			}
+	if ((rc = cfgapply_req_check(r, err, errlen)))
+		goto out;
 	*out = r;
 	r = NULL;
 	rc = 0;

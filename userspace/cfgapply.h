@@ -47,6 +47,9 @@ struct cfgapply_req {
 
 void cfgapply_req_free(struct cfgapply_req *r);    /* accepts NULL */
 
+/* Limits (count, sizes) and repeated paths: 0, -EINVAL (400) or -EFBIG (413). */
+int cfgapply_req_check(const struct cfgapply_req *r, char *err, size_t errlen);
+
 /* JSON body of POST /v1/config/apply -> request. 0, or -EINVAL with a
  * message (malformed: 400) / -EFBIG (limits: 413). */
 int cfgapply_parse_json(const char *body, size_t len, struct cfgapply_req **out, char *err, size_t errlen);

@@ -12,6 +12,7 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <grpc/slice.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -24,6 +25,8 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "cfgapply.h"
+#include <cjson/cJSON.h>
 #include "buf.h"
 #include "config.h"
 #include "journal.h"
@@ -47,6 +50,9 @@ enum method {
 	M_STREAM_METRICS,
 	M_SUBSCRIBE,
 	M_REFLECTION,
+	M_GET_CONFIG,
+	M_GET_CONFIG_FILE,
+	M_APPLY_CONFIG,
 };
 
 static const struct {
@@ -57,6 +63,9 @@ static const struct {
 	{ "/oneshield.agent.v1.Agent/GetMetrics", M_GET_METRICS },
 	{ "/oneshield.agent.v1.Agent/StreamMetrics", M_STREAM_METRICS },
 	{ "/oneshield.agent.v1.Agent/Subscribe", M_SUBSCRIBE },
+	{ "/oneshield.agent.v1.Agent/GetConfig", M_GET_CONFIG },
+	{ "/oneshield.agent.v1.Agent/GetConfigFile", M_GET_CONFIG_FILE },
+	{ "/oneshield.agent.v1.Agent/ApplyConfig", M_APPLY_CONFIG },
 };
 
 enum tag_kind { T_NEW, T_RECV, T_CLOSE, T_SEND, T_STATUS, T_SHUTDOWN };
@@ -238,21 +247,42 @@ static void request_one(struct grpc_api *g)
 	g->pending++;
 }
 
-static void send_status(struct gcall *c, grpc_status_code code, const char *msg)
+/* Status with one optional binary trailer (key ends in -bin). */
+static void send_status_md(struct gcall *c, grpc_status_code code, const char *msg, const char *key,
+			   const struct buf *val)
 {
 	if (c->status_sent || c->closed)
 		return;
 	grpc_op op;
 	memset(&op, 0, sizeof(op));
 	grpc_slice details = grpc_slice_from_copied_string(msg ? msg : "");
+	grpc_metadata md;
+	memset(&md, 0, sizeof(md));
 	op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
 	op.data.send_status_from_server.status = code;
 	op.data.send_status_from_server.status_details = msg ? &details : NULL;
+	if (key && val) {
+		md.key = grpc_slice_from_static_string(key);
+		md.value = grpc_slice_from_copied_buffer(val->data ? val->data : "", val->len);
+		op.data.send_status_from_server.trailing_metadata_count = 1;
+		op.data.send_status_from_server.trailing_metadata = &md;
+	}
 	if (batch(c, &op, 1, &c->t_status))
 		c->status_sent = true;
 	grpc_slice_unref(details);
+	if (key && val) {
+		grpc_slice_unref(md.key);
+		grpc_slice_unref(md.value);
+	}
 	if (code != GRPC_STATUS_OK)
 		log_debug("grpc: call ends with status %d: %s", code, msg ? msg : "");
+}
+
+static void send_status(struct gcall *c, grpc_status_code code, const char *msg);
+
+static void send_status(struct gcall *c, grpc_status_code code, const char *msg)
+{
+	send_status_md(c, code, msg, NULL, NULL);
 }
 
 /* Start one SEND_MESSAGE of the slice (the byte buffer takes its own ref).
@@ -406,6 +436,145 @@ static void on_event(void *arg, const struct event *e)
 			kick_subscriber(c);
 }
 
+/* ---- configuration management ---- */
+
+static grpc_status_code grpc_code(int http)
+{
+	switch (http) {
+	case 200: return GRPC_STATUS_OK;
+	case 400: return GRPC_STATUS_INVALID_ARGUMENT;
+	case 403: return GRPC_STATUS_PERMISSION_DENIED;
+	case 404: return GRPC_STATUS_NOT_FOUND;
+	case 409: return GRPC_STATUS_ABORTED;
+	case 413: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	case 422: return GRPC_STATUS_FAILED_PRECONDITION;
+	case 503: return GRPC_STATUS_UNAVAILABLE;
+	case 507: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	default: return GRPC_STATUS_INTERNAL;
+	}
+}
+
+/* The outcome of an apply: OK with the result, or the matching error
+ * status with the result in the trailers. Consumes res. */
+static void apply_reply(struct gcall *c, cJSON *res, int http)
+{
+	struct buf b;
+	buf_init(&b);
+	if (!res || pb_apply_result(res, &b)) {
+		send_status(c, GRPC_STATUS_INTERNAL, "cannot encode the apply result");
+	} else if (http == 200) {
+		reply(c, &b);
+	} else {
+		const cJSON *m = cJSON_GetObjectItemCaseSensitive(res, "message");
+		send_status_md(c, grpc_code(http), cJSON_IsString(m) ? m->valuestring : "config apply failed",
+			       "oneshield-apply-result-bin", &b);
+	}
+	buf_free(&b);
+	cJSON_Delete(res);
+}
+
+static void apply_done(void *arg, cJSON *res, int http)
+{
+	struct gcall *c = arg;
+	if (c->closed)
+		cJSON_Delete(res); /* the client went away; the outcome is in the log */
+	else
+		apply_reply(c, res, http);
+	unref(c); /* the reference held while the apply ran */
+}
+
+static void handle_config(struct gcall *c, const uint8_t *data, size_t len)
+{
+	struct agent *a = c->g->agent;
+	int http = 500;
+	cJSON *j = NULL;
+	struct buf b;
+	buf_init(&b);
+	if (c->m == M_GET_CONFIG) {
+		Oneshield__Agent__V1__GetConfigRequest *req =
+			oneshield__agent__v1__get_config_request__unpack(NULL, len, data);
+		if (!req) {
+			send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed GetConfigRequest");
+			return;
+		}
+		oneshield__agent__v1__get_config_request__free_unpacked(req, NULL);
+		j = cfgapply_list_json(a, &http);
+		if (!j || pb_config_listing(j, &b))
+			send_status(c, GRPC_STATUS_INTERNAL, "cannot list the managed files");
+		else
+			reply(c, &b);
+	} else if (c->m == M_GET_CONFIG_FILE) {
+		Oneshield__Agent__V1__GetConfigFileRequest *req =
+			oneshield__agent__v1__get_config_file_request__unpack(NULL, len, data);
+		if (!req) {
+			send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed GetConfigFileRequest");
+			return;
+		}
+		j = cfgapply_file_json(a, *req->path ? req->path : NULL, &http);
+		oneshield__agent__v1__get_config_file_request__free_unpacked(req, NULL);
+		if (http != 200) {
+			const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+			send_status(c, grpc_code(http), cJSON_IsString(e) ? e->valuestring : "cannot read the file");
+		} else if (pb_config_file(j, &b)) {
+			send_status(c, GRPC_STATUS_INTERNAL, "cannot encode the file");
+		} else {
+			reply(c, &b);
+		}
+	} else {
+		Oneshield__Agent__V1__ApplyConfigRequest *req =
+			oneshield__agent__v1__apply_config_request__unpack(NULL, len, data);
+		if (!req) {
+			send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed ApplyConfigRequest");
+			return;
+		}
+		struct cfgapply_req *ar = calloc(1, sizeof(*ar));
+		bool ok = ar != NULL;
+		if (ok && req->n_files)
+			ok = (ar->files = calloc(req->n_files, sizeof(*ar->files))) != NULL;
+		for (size_t i = 0; ok && i < req->n_files; i++) {
+			const Oneshield__Agent__V1__FileChange *fc = req->files[i];
+			struct cfgapply_file *f = &ar->files[i];
+			ar->nfiles = i + 1;
+			ok = (f->path = strdup(fc->path)) != NULL;
+			if (fc->change_case == ONESHIELD__AGENT__V1__FILE_CHANGE__CHANGE_DELETE && fc->delete_) {
+				f->del = true;
+			} else if (ok) {
+				f->len = fc->content.len;
+				ok = (f->data = malloc(f->len ? f->len : 1)) != NULL;
+				if (ok && f->len)
+					memcpy(f->data, fc->content.data, f->len);
+			}
+		}
+		if (ar) {
+			ar->dry_run = req->dry_run;
+			ar->reload = !req->no_reload;
+			char *peer = grpc_call_get_peer(c->call);
+			snprintf(ar->peer, sizeof(ar->peer), "grpc:%s", peer ? peer : "?");
+			gpr_free(peer);
+		}
+		oneshield__agent__v1__apply_config_request__free_unpacked(req, NULL);
+		char err[512];
+		int rc;
+		if (!ok) {
+			cfgapply_req_free(ar);
+			send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "agent out of memory");
+		} else if ((rc = cfgapply_req_check(ar, err, sizeof(err)))) {
+			cfgapply_req_free(ar);
+			send_status(c, rc == -EFBIG ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INVALID_ARGUMENT, err);
+		} else {
+			cJSON *res = NULL;
+			/* held until apply_done: the call must outlive the apply */
+			c->refs++;
+			if (cfgapply_start(a->cfgapply, ar, apply_done, c, &res, &http)) {
+				c->refs--;
+				apply_reply(c, res, http);
+			}
+		}
+	}
+	cJSON_Delete(j);
+	buf_free(&b);
+}
+
 /* ---- request handling ---- */
 
 static int read_request(struct gcall *c, uint8_t **data, size_t *len)
@@ -545,6 +714,11 @@ static void handle_request(struct gcall *c, const uint8_t *data, size_t len)
 			send_status(c, GRPC_STATUS_INTERNAL, "cannot send");
 		break;
 	}
+	case M_GET_CONFIG:
+	case M_GET_CONFIG_FILE:
+	case M_APPLY_CONFIG:
+		handle_config(c, data, len);
+		break;
 	case M_UNKNOWN:
 		break;
 	}

@@ -1,5 +1,6 @@
 #include "pbconv.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "onepanel.h"
 #include "oneshield/agent/v1/agent.pb-c.h"
 #include "rest.h"
+#include "cfgfs.h"
 
 /* ---- a bump arena for the protobuf-c object graph ---- */
 
@@ -295,6 +297,141 @@ int pb_metrics(const struct metrics *m, const char *prefix, int64_t time_unix_na
 		snap.families[snap.n_families++] = f;
 	}
 	err = pack(&snap.base, out);
+out:
+	arena_free(&ar);
+	return err;
+}
+
+/* ---- configuration management ---- */
+
+static char *jstr(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	return cJSON_IsString(v) ? v->valuestring : (char *)"";
+}
+
+static double jnum(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static bool jbool(const cJSON *o, const char *k)
+{
+	return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, k));
+}
+
+int pb_config_listing(const cJSON *j, struct buf *out)
+{
+	struct arena ar = { 0 };
+	Oneshield__Agent__V1__ConfigListing l = ONESHIELD__AGENT__V1__CONFIG_LISTING__INIT;
+	const cJSON *files = cJSON_GetObjectItemCaseSensitive(j, "files");
+	size_t n = (size_t)cJSON_GetArraySize(files);
+	int err = -ENOMEM;
+	l.files = arena_alloc(&ar, (n ? n : 1) * sizeof(*l.files));
+	if (!l.files)
+		goto out;
+	const cJSON *f;
+	cJSON_ArrayForEach(f, files)
+	{
+		Oneshield__Agent__V1__ConfigFileInfo *fi =
+			NEW(&ar, Oneshield__Agent__V1__ConfigFileInfo, ONESHIELD__AGENT__V1__CONFIG_FILE_INFO__INIT);
+		if (!fi)
+			goto out;
+		fi->path = jstr(f, "path");
+		fi->size = (uint64_t)jnum(f, "size");
+		fi->mode = (uint32_t)strtoul(jstr(f, "mode"), NULL, 8);
+		const cJSON *mt = cJSON_GetObjectItemCaseSensitive(f, "mtime_unix_nano");
+		/* a raw number in the JSON: parse the printed digits, not a double */
+		char *txt = mt ? cJSON_PrintUnformatted(mt) : NULL;
+		fi->mtime_unix_nano = txt ? strtoll(txt, NULL, 10) : 0;
+		cJSON_free(txt);
+		fi->sha256 = jstr(f, "sha256");
+		fi->too_large = jbool(f, "too_large");
+		l.files[l.n_files++] = fi;
+	}
+	l.truncated = jbool(j, "truncated");
+	err = pack(&l.base, out);
+out:
+	arena_free(&ar);
+	return err;
+}
+
+int pb_config_file(const cJSON *j, struct buf *out)
+{
+	Oneshield__Agent__V1__ConfigFile f = ONESHIELD__AGENT__V1__CONFIG_FILE__INIT;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	f.path = jstr(j, "path");
+	f.size = (uint64_t)jnum(j, "size");
+	f.sha256 = jstr(j, "sha256");
+	const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "content");
+	const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "content_base64");
+	if (cJSON_IsString(c)) {
+		f.content.data = (uint8_t *)c->valuestring;
+		f.content.len = strlen(c->valuestring);
+	} else if (cJSON_IsString(b)) {
+		if (cfgfs_base64_decode(b->valuestring, strlen(b->valuestring), &data, &len))
+			return -EINVAL;
+		f.content.data = data;
+		f.content.len = len;
+	}
+	int err = pack(&f.base, out);
+	free(data);
+	return err;
+}
+
+int pb_apply_result(const cJSON *j, struct buf *out)
+{
+	struct arena ar = { 0 };
+	Oneshield__Agent__V1__ApplyConfigResult r = ONESHIELD__AGENT__V1__APPLY_CONFIG_RESULT__INIT;
+	Oneshield__Agent__V1__ValidatorResult v = ONESHIELD__AGENT__V1__VALIDATOR_RESULT__INIT;
+	int err = -ENOMEM;
+	r.correlation_id = jstr(j, "correlation_id");
+	r.status = jstr(j, "status");
+	r.message = jstr(j, "message");
+	r.reloaded = jbool(j, "reloaded");
+	r.dry_run = jbool(j, "dry_run");
+	r.duration_ms = jnum(j, "duration_ms");
+	const cJSON *vj = cJSON_GetObjectItemCaseSensitive(j, "validator");
+	if (cJSON_IsObject(vj)) {
+		if (cJSON_GetObjectItemCaseSensitive(vj, "exit_code")) {
+			v.end_case = ONESHIELD__AGENT__V1__VALIDATOR_RESULT__END_EXIT_CODE;
+			v.exit_code = (int32_t)jnum(vj, "exit_code");
+		} else if (cJSON_GetObjectItemCaseSensitive(vj, "signal")) {
+			v.end_case = ONESHIELD__AGENT__V1__VALIDATOR_RESULT__END_SIGNAL;
+			v.signal = (int32_t)jnum(vj, "signal");
+		}
+		v.timed_out = jbool(vj, "timed_out");
+		v.output = jstr(vj, "output");
+		v.error = jstr(vj, "error");
+		r.validator = &v;
+	}
+	const cJSON *files = cJSON_GetObjectItemCaseSensitive(j, "files");
+	size_t n = (size_t)cJSON_GetArraySize(files);
+	r.files = arena_alloc(&ar, (n ? n : 1) * sizeof(*r.files));
+	const cJSON *evs = cJSON_GetObjectItemCaseSensitive(j, "events");
+	size_t ne = (size_t)cJSON_GetArraySize(evs);
+	r.events = arena_alloc(&ar, (ne ? ne : 1) * sizeof(*r.events));
+	if (!r.files || !r.events)
+		goto out;
+	const cJSON *f;
+	cJSON_ArrayForEach(f, files)
+	{
+		Oneshield__Agent__V1__FileResult *fr =
+			NEW(&ar, Oneshield__Agent__V1__FileResult, ONESHIELD__AGENT__V1__FILE_RESULT__INIT);
+		if (!fr)
+			goto out;
+		fr->path = jstr(f, "path");
+		fr->action = jstr(f, "action");
+		fr->existed = jbool(f, "existed");
+		fr->sha256_before = jstr(f, "sha256_before");
+		fr->sha256_after = jstr(f, "sha256_after");
+		r.files[r.n_files++] = fr;
+	}
+	cJSON_ArrayForEach(f, evs)
+		r.events[r.n_events++] = (uint64_t)f->valuedouble;
+	err = pack(&r.base, out);
 out:
 	arena_free(&ar);
 	return err;

@@ -15,9 +15,16 @@
 struct agent;
 struct event;
 struct metrics;
+struct cJSON;
 
 int pb_event(const struct event *e, struct buf *out);
 int pb_status(const struct agent *a, struct buf *out);
+/* From the JSON documents the REST API serves (cfgapply.c builds them), so
+ * both APIs say the same thing. */
+int pb_config_listing(const struct cJSON *j, struct buf *out);
+int pb_config_file(const struct cJSON *j, struct buf *out);
+int pb_apply_result(const struct cJSON *j, struct buf *out);
+
 int pb_metrics(const struct metrics *m, const char *prefix, int64_t time_unix_nano, struct buf *out);
 
 #endif

@@ -618,8 +618,8 @@ def test_oversized_request_is_refused(tmp_path, gagent):
 
 
 @pytest.mark.parametrize("path,stream", [
-    (PATH + "GetConfig", False),
-    (PATH + "ApplyConfig", True),
+    (PATH + "GetConfigs", False),
+    (PATH + "applyConfig", True),
     ("/oneshield.agent.v1.Nope/GetStatus", False),
     ("/no.such.Service/Method", True),
 ])
@@ -743,7 +743,8 @@ def test_reflection_file_containing_symbol(tmp_path, gagent, symbol, version):
     assert fd.package == "oneshield.agent.v1"
     svc = {s.name: s for s in fd.service}["Agent"]
     streams = {m.name: m.server_streaming for m in svc.method}
-    assert streams == {"GetStatus": False, "GetMetrics": False, "StreamMetrics": True, "Subscribe": True}
+    assert streams == {"GetStatus": False, "GetMetrics": False, "StreamMetrics": True, "Subscribe": True,
+                       "GetConfig": False, "GetConfigFile": False, "ApplyConfig": False}
     # the served descriptor is the one these tests were generated from
     ours = pb.DESCRIPTOR.services_by_name["Agent"]
     assert [m.name for m in svc.method] == [m.name for m in ours.methods]
