@@ -17,6 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/epoll.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -68,6 +72,13 @@ struct cfgapply {
 	uint64_t t0;
 	/* microseconds spent in each phase, for the result and the benchmark */
 	uint64_t us_prepare, us_validate, us_reload, us_restore, mark;
+	/* health_url probe during verification */
+	int hfd;
+	struct loop_io *hio;
+	enum { H_NONE, H_CONNECTING, H_READING, H_OK, H_FAIL } hstate;
+	char hbuf[256];
+	size_t hlen;
+	char hwhy[160];
 	/* onepanel when the apply began: if it dies meanwhile, this is no
 	 * "not running, not reloaded" success */
 	bool was_running;
@@ -91,10 +102,21 @@ void cfgapply_req_free(struct cfgapply_req *r)
 	free(r);
 }
 
-int cfgapply_req_check(const struct cfgapply_req *r, char *err, size_t errlen)
+void cfgapply_limits(const struct agent *a, struct cfgfs_limits *lim)
 {
-	struct cfgfs_limits lim;
-	cfgfs_limits_default(&lim);
+	const struct onepanel_config *oc = &a->cfg->onepanel;
+	cfgfs_limits_default(lim);
+	if (oc->max_file_bytes)
+		lim->max_file_bytes = oc->max_file_bytes;
+	if (oc->max_total_bytes)
+		lim->max_total_bytes = oc->max_total_bytes;
+	if (oc->max_files)
+		lim->max_files = oc->max_files;
+}
+
+int cfgapply_req_check(const struct cfgapply_req *r, const struct cfgfs_limits *limp, char *err, size_t errlen)
+{
+	struct cfgfs_limits lim = *limp;
 	if (r->nfiles == 0) {
 		snprintf(err, errlen, "no files given");
 		return -EINVAL;
@@ -129,10 +151,10 @@ int cfgapply_req_check(const struct cfgapply_req *r, char *err, size_t errlen)
 	return 0;
 }
 
-int cfgapply_parse_json(const char *body, size_t len, struct cfgapply_req **out, char *err, size_t errlen)
+int cfgapply_parse_json(const char *body, size_t len, const struct cfgfs_limits *limp, struct cfgapply_req **out,
+			char *err, size_t errlen)
 {
-	struct cfgfs_limits lim;
-	cfgfs_limits_default(&lim);
+	struct cfgfs_limits lim = *limp;
 	*out = NULL;
 	const char *end = NULL;
 	cJSON *j = cJSON_ParseWithLengthOpts(body, len, &end, false);
@@ -246,7 +268,7 @@ int cfgapply_parse_json(const char *body, size_t len, struct cfgapply_req **out,
 			goto out;
 		}
 	}
-	if ((rc = cfgapply_req_check(r, err, errlen)))
+	if ((rc = cfgapply_req_check(r, &lim, err, errlen)))
 		goto out;
 	*out = r;
 	r = NULL;
@@ -277,9 +299,117 @@ static void lap(struct cfgapply *ca, uint64_t *acc)
 struct cfgapply *cfgapply_new(struct agent *a)
 {
 	struct cfgapply *ca = calloc(1, sizeof(*ca));
-	if (ca)
+	if (ca) {
 		ca->a = a;
+		ca->hfd = -1;
+	}
 	return ca;
+}
+
+/* ---- health_url: one non-blocking HTTP/1.0 GET at a time ---- */
+
+static void health_close(struct cfgapply *ca)
+{
+	loop_io_del(ca->a->loop, ca->hio);
+	ca->hio = NULL;
+	if (ca->hfd >= 0)
+		close(ca->hfd);
+	ca->hfd = -1;
+}
+
+static void health_fail(struct cfgapply *ca, const char *why)
+{
+	health_close(ca);
+	ca->hstate = H_FAIL;
+	snprintf(ca->hwhy, sizeof(ca->hwhy), "%s", why);
+}
+
+static void health_io(void *arg, int fd, uint32_t events)
+{
+	struct cfgapply *ca = arg;
+	(void)events;
+	if (ca->hstate == H_CONNECTING) {
+		int e = 0;
+		socklen_t l = sizeof(e);
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l) < 0 || e) {
+			health_fail(ca, strerror(e ? e : errno));
+			return;
+		}
+		char host[128], path[256], req[512];
+		uint16_t port;
+		config_parse_http_url(ca->a->cfg->onepanel.health_url, host, sizeof(host), &port, path, sizeof(path));
+		int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: %s:%u\r\nUser-Agent: oneshield-agent\r\n\r\n",
+				 path, host, port);
+		/* a few hundred bytes into an empty socket buffer: one write */
+		if (n < 0 || write(fd, req, (size_t)n) != n) {
+			health_fail(ca, "cannot send the request");
+			return;
+		}
+		ca->hstate = H_READING;
+		ca->hlen = 0;
+		loop_io_mod(ca->a->loop, ca->hio, EPOLLIN);
+		return;
+	}
+	ssize_t n = read(fd, ca->hbuf + ca->hlen, sizeof(ca->hbuf) - 1 - ca->hlen);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n > 0)
+		ca->hlen += (size_t)n;
+	ca->hbuf[ca->hlen] = '\0';
+	if (n > 0 && !strstr(ca->hbuf, "\r\n") && ca->hlen < sizeof(ca->hbuf) - 1)
+		return; /* status line not complete yet */
+	int code = 0;
+	if (sscanf(ca->hbuf, "HTTP/%*d.%*d %d", &code) != 1) {
+		health_fail(ca, "no HTTP status line in the answer");
+		return;
+	}
+	health_close(ca);
+	if (code >= 200 && code < 300) {
+		ca->hstate = H_OK;
+	} else {
+		ca->hstate = H_FAIL;
+		snprintf(ca->hwhy, sizeof(ca->hwhy), "answered %d", code);
+	}
+}
+
+static void health_start(struct cfgapply *ca)
+{
+	char host[128], path[256];
+	uint16_t port;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	memset(&ss, 0, sizeof(ss));
+	if (config_parse_http_url(ca->a->cfg->onepanel.health_url, host, sizeof(host), &port, path, sizeof(path))) {
+		health_fail(ca, "invalid health_url");
+		return;
+	}
+	struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons(port);
+		sl = sizeof(*a4);
+	} else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons(port);
+		sl = sizeof(*a6);
+	} else {
+		health_fail(ca, "invalid health_url host");
+		return;
+	}
+	ca->hfd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (ca->hfd < 0) {
+		health_fail(ca, strerror(errno));
+		return;
+	}
+	if (connect(ca->hfd, (struct sockaddr *)&ss, sl) < 0 && errno != EINPROGRESS) {
+		health_fail(ca, strerror(errno));
+		return;
+	}
+	ca->hstate = H_CONNECTING;
+	ca->hio = loop_io_add(ca->a->loop, ca->hfd, EPOLLOUT, health_io, ca);
+	if (!ca->hio)
+		health_fail(ca, "cannot watch the connection");
 }
 
 bool cfgapply_busy(const struct cfgapply *ca)
@@ -321,8 +451,11 @@ static void emit_simple(struct cfgapply *ca, enum event_type t, enum event_level
 	ev_emit(ca, ev_new(ca, t, l, msg));
 }
 
+static void health_close(struct cfgapply *ca);
+
 static void reset(struct cfgapply *ca)
 {
+	health_close(ca);
 	cfgfs_txn_free(ca->txn);
 	ca->txn = NULL;
 	cfgapply_req_free(ca->req);
@@ -521,6 +654,8 @@ static bool signal_and_watch(struct cfgapply *ca)
 	ca->watch_workers = ca->forks0 >= 0 && kids > 0;
 	for (size_t i = 0; i < oc->n_error_logs && i < MAX_LOGS; i++)
 		ca->log_off[i] = file_size(oc->error_logs[i].path);
+	health_close(ca);
+	ca->hstate = H_NONE;
 	int r = onepanel_signal(op, oc->reload_signal);
 	if (r) {
 		snprintf(ca->fail_reason, sizeof(ca->fail_reason), "cannot signal onepanel (pid %d): %s", ca->pid,
@@ -557,16 +692,26 @@ static int verify_state(struct cfgapply *ca)
 		return -1;
 	}
 	uint64_t now = loop_now_ms();
-	if (ca->watch_workers) {
-		if (onepanel_forks(op) > ca->forks0)
+	bool reloaded = ca->watch_workers ? onepanel_forks(op) > ca->forks0 : now >= ca->settle_until;
+	if (reloaded && ca->a->cfg->onepanel.health_url) {
+		/* then health_url must answer 2xx; a refusal is retried until
+		 * the deadline (the server may still be starting workers) */
+		if (ca->hstate == H_OK)
 			return 1;
-	} else if (now >= ca->settle_until) {
+		if (ca->hstate == H_NONE || ca->hstate == H_FAIL)
+			health_start(ca);
+	} else if (reloaded) {
 		return 1;
 	}
 	if (now >= ca->deadline) {
-		snprintf(ca->fail_reason, sizeof(ca->fail_reason),
-			 "no new generation of workers within reload_timeout (%llu ms)",
-			 (unsigned long long)ca->a->cfg->onepanel.reload_timeout_ms);
+		if (reloaded)
+			snprintf(ca->fail_reason, sizeof(ca->fail_reason), "health_url %.200s: %s",
+				 ca->a->cfg->onepanel.health_url, ca->hstate == H_FAIL ? ca->hwhy : "no answer");
+		else
+			snprintf(ca->fail_reason, sizeof(ca->fail_reason),
+				 "no new generation of workers within reload_timeout (%llu ms)",
+				 (unsigned long long)ca->a->cfg->onepanel.reload_timeout_ms);
+		health_close(ca);
 		return -1;
 	}
 	return 0;
@@ -920,7 +1065,9 @@ struct cJSON *cfgapply_list_json(struct agent *a, int *http_status)
 	size_t n = 0;
 	bool trunc = false;
 	*http_status = 200;
-	if (oc->n_allowed_dirs && cfgfs_list(oc->allowed_dirs, oc->n_allowed_dirs, NULL, &e, &n, &trunc)) {
+	struct cfgfs_limits lim;
+	cfgapply_limits(a, &lim);
+	if (oc->n_allowed_dirs && cfgfs_list(oc->allowed_dirs, oc->n_allowed_dirs, &lim, &e, &n, &trunc)) {
 		*http_status = 500;
 		return NULL;
 	}
@@ -1005,7 +1152,7 @@ struct cJSON *cfgapply_file_json(struct agent *a, const char *path, int *http_st
 	uint8_t *data = NULL;
 	size_t len = 0;
 	struct cfgfs_limits lim;
-	cfgfs_limits_default(&lim);
+	cfgapply_limits(a, &lim);
 	if (!r && (r = cfgfs_read(resolved, lim.max_file_bytes, &data, &len)))
 		snprintf(err, sizeof(err), "%.400s: %s", path, strerror(-r));
 	if (r) {

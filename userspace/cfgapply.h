@@ -47,12 +47,16 @@ struct cfgapply_req {
 
 void cfgapply_req_free(struct cfgapply_req *r);    /* accepts NULL */
 
+struct cfgfs_limits;
+/* The apply limits of the agent's configuration. */
+void cfgapply_limits(const struct agent *a, struct cfgfs_limits *lim);
 /* Limits (count, sizes) and repeated paths: 0, -EINVAL (400) or -EFBIG (413). */
-int cfgapply_req_check(const struct cfgapply_req *r, char *err, size_t errlen);
+int cfgapply_req_check(const struct cfgapply_req *r, const struct cfgfs_limits *lim, char *err, size_t errlen);
 
 /* JSON body of POST /v1/config/apply -> request. 0, or -EINVAL with a
  * message (malformed: 400) / -EFBIG (limits: 413). */
-int cfgapply_parse_json(const char *body, size_t len, struct cfgapply_req **out, char *err, size_t errlen);
+int cfgapply_parse_json(const char *body, size_t len, const struct cfgfs_limits *lim, struct cfgapply_req **out,
+			char *err, size_t errlen);
 
 /* The outcome: a JSON object (see README) and its HTTP status. */
 typedef void (*cfgapply_done_fn)(void *arg, struct cJSON *result, int http_status);

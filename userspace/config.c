@@ -56,6 +56,8 @@ enum kind {
 	K_SIGNAL,	/* int */
 	K_DURATION,	/* uint64_t ms in min..max */
 	K_SIZE,		/* size_t in min..max */
+	K_BYTES,	/* size_t bytes in min..max: 4096, 64KiB, 4MiB, 1GiB (also K, M, G) */
+	K_HTTP_URL,	/* char *, http://HOST:PORT/PATH with a numeric host or localhost */
 	K_DIRS,		/* char ** of normalised dirs, count (size_t) at ->off2 */
 	K_LOGS,		/* struct log_spec *, entries as ->sub, count at ->off2 */
 };
@@ -381,6 +383,21 @@ static int set_scalar(struct pctx *p, const struct key *k, const yaml_node_t *v,
 		}
 		*(uint64_t *)field = u;
 		return 0;
+	case K_HTTP_URL: {
+		char host[128], upath[256];
+		uint16_t port;
+		if (config_parse_http_url(s, host, sizeof(host), &port, upath, sizeof(upath)))
+			return fail(p, v, "%s: %s is not a URL of the form http://127.0.0.1:8080/path", path, Q(q, s));
+		break;
+	}
+	case K_BYTES:
+		if (config_parse_bytes(s, &u))
+			return fail(p, v, "%s: %s is not a size (use e.g. 65536, 64KiB, 4MiB)", path, Q(q, s));
+		if (u < k->min || u > k->max)
+			return fail(p, v, "%s: %s is out of range (%llu..%llu bytes)", path, Q(q, s),
+				    (unsigned long long)k->min, (unsigned long long)k->max);
+		*(size_t *)field = (size_t)u;
+		return 0;
 	case K_SIZE:
 		if (parse_u64(s, &u))
 			return fail(p, v, "%s: %s is not a number", path, Q(q, s));
@@ -582,6 +599,12 @@ static const struct key onepanel_keys[] = {
 	  .min = 100, .max = 10 * 60 * 1000 },
 	{ .name = "validate_timeout", .kind = K_DURATION, .off = OFF(onepanel.validate_timeout_ms),
 	  .min = 100, .max = 10 * 60 * 1000 },
+	{ .name = "max_file_size", .kind = K_BYTES, .off = OFF(onepanel.max_file_bytes),
+	  .min = 1, .max = 256ULL << 20 },
+	{ .name = "max_total_size", .kind = K_BYTES, .off = OFF(onepanel.max_total_bytes),
+	  .min = 1, .max = 1ULL << 30 },
+	{ .name = "max_files", .kind = K_SIZE, .off = OFF(onepanel.max_files), .min = 1, .max = 10000 },
+	{ .name = "health_url", .kind = K_HTTP_URL, .off = OFF(onepanel.health_url) },
 	{ .name = "access_logs", .kind = K_LOGS, .off = OFF(onepanel.access_logs),
 	  .off2 = OFF(onepanel.n_access_logs), .sub = &access_log_table },
 	{ .name = "error_logs", .kind = K_LOGS, .off = OFF(onepanel.error_logs),
@@ -630,6 +653,9 @@ struct agent_config *config_default(void)
 	c->onepanel.reload_signal = SIGHUP;
 	c->onepanel.reload_timeout_ms = 5000;
 	c->onepanel.validate_timeout_ms = 30000;
+	c->onepanel.max_file_bytes = 4u << 20;
+	c->onepanel.max_total_bytes = 16u << 20;
+	c->onepanel.max_files = 256;
 	c->api.rest_listen = strdup("127.0.0.1:9440");
 	c->api.grpc_listen = strdup("127.0.0.1:9441");
 	c->api.max_sse_clients = 64;
@@ -669,6 +695,7 @@ void config_free(struct agent_config *c)
 		free(c->onepanel.allowed_dirs[i]);
 	free(c->onepanel.allowed_dirs);
 	free(c->onepanel.validate_command);
+	free(c->onepanel.health_url);
 	free_logs(c->onepanel.access_logs, c->onepanel.n_access_logs);
 	free_logs(c->onepanel.error_logs, c->onepanel.n_error_logs);
 	free(c->api.rest_listen);
@@ -894,6 +921,63 @@ int config_load(const char *path, struct agent_config **out, char *err, size_t e
 }
 
 /* ---- helpers ---- */
+
+int config_parse_http_url(const char *s, char *host, size_t hostlen, uint16_t *port, char *path, size_t pathlen)
+{
+	if (!s || strncmp(s, "http://", 7) != 0)
+		return -EINVAL;
+	const char *hp = s + 7;
+	const char *slash = strchr(hp, '/');
+	size_t n = slash ? (size_t)(slash - hp) : strlen(hp);
+	char hostport[160];
+	if (n == 0 || n >= sizeof(hostport))
+		return -EINVAL;
+	memcpy(hostport, hp, n);
+	hostport[n] = '\0';
+	const char *rest = slash ? slash : "/";
+	if (strlen(rest) >= pathlen)
+		return -EINVAL;
+	for (const char *c = rest; *c; c++)
+		if ((unsigned char)*c <= ' ' || *c == 0x7f)
+			return -EINVAL; /* no spaces or control bytes in a request line */
+	if (strncmp(hostport, "localhost:", 10) == 0) {
+		char tmp[160];
+		snprintf(tmp, sizeof(tmp), "127.0.0.1:%s", hostport + 10);
+		if (config_parse_listen(tmp, host, hostlen, port))
+			return -EINVAL;
+	} else if (config_parse_listen(hostport, host, hostlen, port)) {
+		return -EINVAL;
+	}
+	if (*port == 0)
+		return -EINVAL;
+	snprintf(path, pathlen, "%s", rest);
+	return 0;
+}
+
+int config_parse_bytes(const char *s, uint64_t *out)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t mult;
+	} units[] = { { "", 1 },	  { "B", 1 },	     { "K", 1024 },    { "KiB", 1024 },
+		      { "M", 1 << 20 }, { "MiB", 1 << 20 }, { "G", 1 << 30 }, { "GiB", 1 << 30 } };
+	char *end;
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].suffix) == 0) {
+			if (v > UINT64_MAX / units[i].mult)
+				return -EINVAL;
+			*out = v * units[i].mult;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
 
 int config_parse_duration_ms(const char *s, uint64_t *out_ms)
 {

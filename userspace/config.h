@@ -32,6 +32,12 @@ struct onepanel_config {
 	int reload_signal;       /* signal number; default SIGHUP. Names: HUP, SIGHUP, USR1, USR2, ... or a number */
 	uint64_t reload_timeout_ms; /* default 5000; 100ms..10min */
 	uint64_t validate_timeout_ms; /* default 30000; 100ms..10min */
+	/* config apply limits: per file (default 4 MiB), all files (16 MiB), count (256) */
+	size_t max_file_bytes;
+	size_t max_total_bytes;
+	size_t max_files;
+	/* optional http://host:port/path that must answer 2xx after a reload */
+	char *health_url;
 	struct log_spec *access_logs;
 	size_t n_access_logs;
 	struct log_spec *error_logs;
@@ -71,6 +77,10 @@ void config_free(struct agent_config *c);
 
 /* Helpers also used elsewhere: 0 or -EINVAL. */
 int config_parse_duration_ms(const char *s, uint64_t *out_ms);
+/* "http://127.0.0.1:8080/healthz" (numeric host or localhost) -> parts. */
+int config_parse_http_url(const char *s, char *host, size_t hostlen, uint16_t *port, char *path, size_t pathlen);
+/* "65536", "64KiB", "4MiB", "1G" -> bytes. */
+int config_parse_bytes(const char *s, uint64_t *out);
 int config_parse_signal(const char *s, int *out_sig);
 /* Split "host:port" / "[v6]:port"; host must be a numeric address. */
 int config_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port);

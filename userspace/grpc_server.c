@@ -26,6 +26,7 @@
 
 #include "agent.h"
 #include "cfgapply.h"
+#include "cfgfs.h"
 #include <cjson/cJSON.h>
 #include "buf.h"
 #include "config.h"
@@ -555,10 +556,11 @@ static void handle_config(struct gcall *c, const uint8_t *data, size_t len)
 		oneshield__agent__v1__apply_config_request__free_unpacked(req, NULL);
 		char err[512];
 		int rc;
+		struct cfgfs_limits lim;
 		if (!ok) {
 			cfgapply_req_free(ar);
 			send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "agent out of memory");
-		} else if ((rc = cfgapply_req_check(ar, err, sizeof(err)))) {
+		} else if (cfgapply_limits(a, &lim), (rc = cfgapply_req_check(ar, &lim, err, sizeof(err)))) {
 			cfgapply_req_free(ar);
 			send_status(c, rc == -EFBIG ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INVALID_ARGUMENT, err);
 		} else {

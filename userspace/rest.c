@@ -14,6 +14,7 @@
 
 #include "agent.h"
 #include "cfgapply.h"
+#include "cfgfs.h"
 #include "buf.h"
 #include "config.h"
 #include "journal.h"
@@ -24,8 +25,14 @@
 
 #define HEARTBEAT_MS 15000
 #define MAX_BODY 65536
-/* an apply carries up to 16 MiB of files, base64 makes that 4/3 */
-#define MAX_APPLY_BODY (24u << 20)
+/* An apply body: the configured total of files, 4/3 of it when in base64,
+ * plus JSON around each file. */
+static size_t apply_body_limit(const struct agent *a)
+{
+	struct cfgfs_limits lim;
+	cfgapply_limits(a, &lim);
+	return lim.max_total_bytes / 3 * 4 + 4 + lim.max_files * 4200 + 65536;
+}
 
 struct sse {
 	struct rest *rest;
@@ -543,8 +550,9 @@ static enum MHD_Result h_config_apply(struct rest *r, struct MHD_Connection *c, 
 		q->result = NULL;
 		return send_json(c, (unsigned)q->result_code, res);
 	}
-	if (q->body_len > MAX_APPLY_BODY)
-		return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body over %u bytes", MAX_APPLY_BODY);
+	if (q->body_len > apply_body_limit(r->agent))
+		return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body over %zu bytes",
+				  apply_body_limit(r->agent));
 	const char *bad;
 	static const char *const none[] = { NULL };
 	if (check_query(c, none, &bad))
@@ -553,7 +561,9 @@ static enum MHD_Result h_config_apply(struct rest *r, struct MHD_Connection *c, 
 		return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "agent is shutting down");
 	char err[512];
 	struct cfgapply_req *req = NULL;
-	int rc = cfgapply_parse_json(q->body.data ? q->body.data : "", q->body.len, &req, err, sizeof(err));
+	struct cfgfs_limits lim;
+	cfgapply_limits(r->agent, &lim);
+	int rc = cfgapply_parse_json(q->body.data ? q->body.data : "", q->body.len, &lim, &req, err, sizeof(err));
 	if (rc == -ENOMEM)
 		return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
 	if (rc) {
@@ -656,7 +666,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		return MHD_YES;
 	}
 	if (*upload_size) {
-		size_t limit = q->keep_body ? MAX_APPLY_BODY : MAX_BODY;
+		size_t limit = q->keep_body ? apply_body_limit(r->agent) : MAX_BODY;
 		if (q->body_len <= limit && q->body_len + *upload_size <= limit && q->keep_body)
 			buf_append(&q->body, upload, *upload_size);
 		q->body_len += *upload_size;

@@ -128,3 +128,61 @@ def test_apply_limits_and_malformed(env):
         ch.unary_unary("/oneshield.agent.v1.Agent/ApplyConfig")(b"\xff\xff\xff", timeout=30)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not any(n.startswith("f") for n in os.listdir(sim.dir))
+
+
+def _yaml_with(sim, extra):
+    cfg = agent_yaml(sim_onepanel(sim), grpc=True)
+    lines = "".join(f"  {k}: {v}\n" for k, v in extra.items())
+    return cfg.replace("onepanel:\n", "onepanel:\n" + lines, 1)
+
+
+def test_health_url_must_answer_2xx(tmp_path, sim, agents):
+    """With health_url, a reload counts only once the URL answers 2xx: the
+    simulator's /healthz does, a port with nothing listening never does,
+    so that apply fails and is rolled back (and the rollback cannot be
+    verified either: rollback_failed)."""
+    sim.start()
+    port = sim_port(sim)
+    (tmp_path / "good").mkdir()
+    (tmp_path / "bad").mkdir()
+    good = agents(tmp_path / "good", _yaml_with(sim, {"health_url": f"http://127.0.0.1:{port}/healthz"}))
+    good.wait_event("ONEPANEL_FOUND_MESSAGE")
+    pb, pbg = stubs()
+    new = open(sim.conf).read() + "message healthy;\n"
+    with grpc.insecure_channel(good.grpc_target) as ch:
+        r = pbg.AgentStub(ch).ApplyConfig(pb.ApplyConfigRequest(files=[pb.FileChange(path=sim.conf,
+                                                                                     content=new.encode())]),
+                                          timeout=60)
+    assert r.status == "applied" and r.reloaded
+    good.stop()
+
+    from conftest import free_port
+    dead = free_port()
+    bad = agents(tmp_path / "bad", _yaml_with(sim, {"health_url": f"http://127.0.0.1:{dead}/healthz",
+                                                    "reload_timeout": "1s"}))
+    bad.wait_event("ONEPANEL_FOUND_MESSAGE")
+    before = open(sim.conf, "rb").read()
+    with grpc.insecure_channel(bad.grpc_target) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            pbg.AgentStub(ch).ApplyConfig(pb.ApplyConfigRequest(files=[pb.FileChange(
+                path=sim.conf, content=before.replace(b"message healthy;", b"message unhealthy;"))]), timeout=60)
+    r = result_from(e.value, pb)
+    assert r.status == "rollback_failed", r
+    assert f"127.0.0.1:{dead}" in r.message
+    assert open(sim.conf, "rb").read() == before
+
+
+def test_configured_limits(tmp_path, sim, agents):
+    sim.start()
+    a = agents(tmp_path, _yaml_with(sim, {"max_file_size": "1KiB", "max_files": 2}))
+    a.wait_event("ONEPANEL_FOUND_MESSAGE")
+    r = requests_post(a, {"files": [{"path": f"{sim.dir}/big.conf", "content": "x" * 1025}]})
+    assert r.status_code == 413
+    r = requests_post(a, {"files": [{"path": f"{sim.dir}/f{i}.conf", "content": "x"} for i in range(3)]})
+    assert r.status_code == 413
+    assert not any(n.startswith(("f", "big")) for n in os.listdir(sim.dir))
+
+
+def requests_post(a, body):
+    import requests
+    return requests.post(a.base + "/v1/config/apply", json=body, timeout=60)

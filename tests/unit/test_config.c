@@ -777,6 +777,65 @@ static void test_example_file(void **state)
 	config_free(c);
 }
 
+static void test_bytes_and_urls(void **state)
+{
+	(void)state;
+	uint64_t v;
+	assert_int_equal(config_parse_bytes("65536", &v), 0);
+	assert_true(v == 65536);
+	assert_int_equal(config_parse_bytes("64KiB", &v), 0);
+	assert_true(v == 65536);
+	assert_int_equal(config_parse_bytes("4M", &v), 0);
+	assert_true(v == 4u << 20);
+	assert_int_equal(config_parse_bytes("1GiB", &v), 0);
+	assert_true(v == 1u << 30);
+	assert_int_equal(config_parse_bytes("", &v), -EINVAL);
+	assert_int_equal(config_parse_bytes("4 MiB", &v), -EINVAL);
+	assert_int_equal(config_parse_bytes("-1", &v), -EINVAL);
+	assert_int_equal(config_parse_bytes("4TiB", &v), -EINVAL);
+	assert_int_equal(config_parse_bytes("99999999999999999999", &v), -EINVAL);
+	assert_int_equal(config_parse_bytes("18446744073709551615G", &v), -EINVAL);
+	char host[64], path[64];
+	uint16_t port;
+	assert_int_equal(config_parse_http_url("http://127.0.0.1:8080/healthz", host, sizeof(host), &port, path,
+					       sizeof(path)), 0);
+	assert_string_equal(host, "127.0.0.1");
+	assert_int_equal(port, 8080);
+	assert_string_equal(path, "/healthz");
+	assert_int_equal(config_parse_http_url("http://localhost:81", host, sizeof(host), &port, path, sizeof(path)),
+			 0);
+	assert_string_equal(host, "127.0.0.1");
+	assert_string_equal(path, "/");
+	assert_int_equal(config_parse_http_url("http://[::1]:9/x", host, sizeof(host), &port, path, sizeof(path)), 0);
+	assert_string_equal(host, "::1");
+	assert_int_equal(config_parse_http_url("https://127.0.0.1:1/", host, sizeof(host), &port, path, sizeof(path)),
+			 -EINVAL);
+	assert_int_equal(config_parse_http_url("http://example.com:80/", host, sizeof(host), &port, path,
+					       sizeof(path)), -EINVAL);
+	assert_int_equal(config_parse_http_url("http://127.0.0.1/", host, sizeof(host), &port, path, sizeof(path)),
+			 -EINVAL);
+	assert_int_equal(config_parse_http_url("http://127.0.0.1:80/a b", host, sizeof(host), &port, path,
+					       sizeof(path)), -EINVAL);
+	assert_int_equal(config_parse_http_url("http://127.0.0.1:80/a\r\nX: y", host, sizeof(host), &port, path,
+					       sizeof(path)), -EINVAL);
+	struct agent_config *c = NULL;
+	char err[256];
+	const char *doc = "onepanel:\n  binary: /bin/true\n  max_file_size: 1KiB\n  max_files: 3\n"
+			  "  health_url: http://127.0.0.1:8080/ok\n";
+	assert_int_equal(config_parse(doc, strlen(doc), "t.yaml", &c, err, sizeof(err)), 0);
+	assert_true(c->onepanel.max_file_bytes == 1024);
+	assert_int_equal(c->onepanel.max_files, 3);
+	assert_true(c->onepanel.max_total_bytes == 16u << 20);
+	assert_string_equal(c->onepanel.health_url, "http://127.0.0.1:8080/ok");
+	config_free(c);
+	doc = "onepanel:\n  binary: /bin/true\n  health_url: ftp://x\n";
+	assert_int_equal(config_parse(doc, strlen(doc), "t.yaml", &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "t.yaml:3: onepanel.health_url"));
+	doc = "onepanel:\n  binary: /bin/true\n  max_file_size: lots\n";
+	assert_int_equal(config_parse(doc, strlen(doc), "t.yaml", &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "t.yaml:3: onepanel.max_file_size"));
+}
+
 int main(void)
 {
 	static const struct CMUnitTest fixed[] = {
@@ -799,6 +858,7 @@ int main(void)
 		cmocka_unit_test(test_listen),
 		cmocka_unit_test(test_split_command),
 		cmocka_unit_test(test_example_file),
+		cmocka_unit_test(test_bytes_and_urls),
 	};
 	/* One named test per error case. */
 	struct CMUnitTest tests[ARRAY_SIZE(fixed) + ARRAY_SIZE(err_cases)];
