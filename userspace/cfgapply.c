@@ -868,12 +868,12 @@ static void after_validate(struct cfgapply *ca, cJSON **so, int *sc)
 	}
 }
 
-static bool critical_output(const char *out)
+static bool critical_output(const char *out, bool warn_too)
 {
 	for (const char *p = out; p && *p;) {
 		const char *nl = strchr(p, '\n');
 		size_t n = nl ? (size_t)(nl - p) : strlen(p);
-		if (critical_line(p, n))
+		if (critical_line(p, n) || (warn_too && memmem(p, n, "[warn]", 6)))
 			return true;
 		p += n + (nl ? 1 : 0);
 	}
@@ -892,7 +892,8 @@ static void validator_done(void *arg, struct spawn_result *r)
 	ca->v_errno = r->exec_errno;
 	ca->v_output = r->output;
 	r->output = NULL;
-	ca->v_ok = spawn_result_ok(r) && !critical_output(ca->v_output);
+	ca->v_ok = spawn_result_ok(r) &&
+		   !critical_output(ca->v_output, ca->a->cfg->onepanel.validate_fail_on_warn);
 	after_validate(ca, NULL, NULL);
 }
 

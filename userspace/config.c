@@ -60,6 +60,7 @@ enum kind {
 	K_HTTP_URL,	/* char *, http://HOST:PORT/PATH with a numeric host or localhost */
 	K_DIRS,		/* char ** of normalised dirs, count (size_t) at ->off2 */
 	K_LOGS,		/* struct log_spec *, entries as ->sub, count at ->off2 */
+	K_BOOL,		/* bool: true/false (also yes/no, on/off) */
 };
 
 struct table;
@@ -364,6 +365,15 @@ static int set_scalar(struct pctx *p, const struct key *k, const yaml_node_t *v,
 			rc = fail(p, v, "%s: invalid listen address %s (use host:port or [v6addr]:port "
 				  "with a numeric host and port 1..65535, or \"off\")", path, Q(q, s));
 		break;
+	case K_BOOL:
+		if (!strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on")) {
+			*(bool *)field = true;
+		} else if (!strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off")) {
+			*(bool *)field = false;
+		} else {
+			return fail(p, v, "%s: %s is not true or false", path, Q(q, s));
+		}
+		return 0;
 	case K_SIGNAL:
 		if (config_parse_signal(s, &sig))
 			return fail(p, v, "%s: unknown signal %s (use a name like HUP or USR1, or a "
@@ -605,6 +615,7 @@ static const struct key onepanel_keys[] = {
 	  .min = 1, .max = 1ULL << 30 },
 	{ .name = "max_files", .kind = K_SIZE, .off = OFF(onepanel.max_files), .min = 1, .max = 10000 },
 	{ .name = "health_url", .kind = K_HTTP_URL, .off = OFF(onepanel.health_url) },
+	{ .name = "validate_fail_on_warn", .kind = K_BOOL, .off = OFF(onepanel.validate_fail_on_warn) },
 	{ .name = "access_logs", .kind = K_LOGS, .off = OFF(onepanel.access_logs),
 	  .off2 = OFF(onepanel.n_access_logs), .sub = &access_log_table },
 	{ .name = "error_logs", .kind = K_LOGS, .off = OFF(onepanel.error_logs),

@@ -36,6 +36,8 @@ struct onepanel_config {
 	size_t max_file_bytes;
 	size_t max_total_bytes;
 	size_t max_files;
+	/* a [warn] line in the validator's output fails it too (default false) */
+	bool validate_fail_on_warn;
 	/* optional http://host:port/path that must answer 2xx after a reload */
 	char *health_url;
 	struct log_spec *access_logs;

@@ -186,3 +186,29 @@ def test_configured_limits(tmp_path, sim, agents):
 def requests_post(a, body):
     import requests
     return requests.post(a.base + "/v1/config/apply", json=body, timeout=60)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_validator_warnings_fail_only_when_asked(tmp_path, sim, agents, strict):
+    sim.start()
+    script = tmp_path / "warn-validator.sh"
+    script.write_text("#!/bin/sh\necho 'onepanel: [warn] conflicting server name \"x\" on 0.0.0.0:80, ignored'\n"
+                      "exit 0\n")
+    script.chmod(0o755)
+    extra = {"validate_command": f"\"{script}\""}
+    if strict:
+        extra["validate_fail_on_warn"] = "true"
+    cfg = _yaml_with(sim, extra)
+    # the later validate_command line of sim_onepanel must not win: drop it
+    cfg = "\n".join(ln for ln in cfg.splitlines() if not (ln.startswith("  validate_command:") and
+                                                          str(script) not in ln)) + "\n"
+    a = agents(tmp_path, cfg)
+    a.wait_event("ONEPANEL_FOUND_MESSAGE")
+    before = open(sim.conf).read()
+    r = requests_post(a, {"files": [{"path": sim.conf, "content": before + "message warned;\n"}]})
+    if strict:
+        assert r.status_code == 422 and r.json()["status"] == "invalid"
+        assert open(sim.conf).read() == before
+    else:
+        assert r.status_code == 200 and r.json()["status"] == "applied"
+    assert "[warn]" in r.json()["validator"]["output"]

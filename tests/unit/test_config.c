@@ -828,6 +828,13 @@ static void test_bytes_and_urls(void **state)
 	assert_true(c->onepanel.max_total_bytes == 16u << 20);
 	assert_string_equal(c->onepanel.health_url, "http://127.0.0.1:8080/ok");
 	config_free(c);
+	doc = "onepanel:\n  binary: /bin/true\n  validate_fail_on_warn: yes\n";
+	assert_int_equal(config_parse(doc, strlen(doc), "t.yaml", &c, err, sizeof(err)), 0);
+	assert_true(c->onepanel.validate_fail_on_warn);
+	config_free(c);
+	doc = "onepanel:\n  binary: /bin/true\n  validate_fail_on_warn: maybe\n";
+	assert_int_equal(config_parse(doc, strlen(doc), "t.yaml", &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "t.yaml:3: onepanel.validate_fail_on_warn"));
 	doc = "onepanel:\n  binary: /bin/true\n  health_url: ftp://x\n";
 	assert_int_equal(config_parse(doc, strlen(doc), "t.yaml", &c, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "t.yaml:3: onepanel.health_url"));
