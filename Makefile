@@ -16,7 +16,7 @@ SAN     ?=
 PYTHON  ?= /usr/bin/python3
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0)
 
-BASE_PKGS  := libmicrohttpd libcjson yaml-0.1
+BASE_PKGS  := libmicrohttpd libcjson yaml-0.1 libbpf
 GRPC_PKGS  := libprotobuf-c grpc gpr
 PKGS       := $(BASE_PKGS) $(GRPC_PKGS)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -28,7 +28,7 @@ CC      ?= gcc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral -Wmissing-prototypes -Wstrict-prototypes
 CFLAGS  ?= -O2 -g
 CFLAGS  += -fPIC -std=gnu11 -D_GNU_SOURCE -DOS_VERSION='"$(VERSION)"' $(WARN) -Iinclude -Iuserspace -I$(BUILD)/gen $(PKG_CFLAGS)
-LDLIBS  += $(PKG_LIBS) -lm
+LDLIBS  += $(PKG_LIBS) -lelf -lz -lm
 ifeq ($(SAN),1)
 CFLAGS  += -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=address,undefined
@@ -44,6 +44,15 @@ PB_OBJS    := $(patsubst $(GEN)/%.c,$(BUILD)/obj/gen/%.o,$(PB_C)) $(BUILD)/obj/g
 
 # The gRPC side is a plugin loaded only when gRPC is configured (see
 # userspace/grpc_server.h): the agent binary does not link gRPC at all.
+# eBPF: bpf/X.bpf.c -> $(BUILD)/bpf/X.bpf.o (CO-RE, BTF) -> $(BUILD)/gen/X.skel.h
+ARCH       ?= $(shell uname -m)
+BPF_ARCH   := $(patsubst x86_64,x86,$(patsubst aarch64,arm64,$(ARCH)))
+BPF_SRCS   := $(sort $(wildcard bpf/*.bpf.c))
+BPF_OBJS   := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
+BPF_SKELS  := $(patsubst bpf/%.bpf.c,$(GEN)/%.skel.h,$(BPF_SRCS))
+BPF_CLANG  ?= clang
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -Wall -Werror -Ivmlinux/$(ARCH) -Iinclude -Ibpf
+
 AGENT_SRCS  := $(sort $(wildcard userspace/*.c))
 PLUGIN_SRCS := userspace/grpc_server.c userspace/pbconv.c userspace/reflection.c
 PLUGIN_OBJS := $(patsubst userspace/%.c,$(BUILD)/obj/%.o,$(PLUGIN_SRCS)) $(PB_OBJS)
@@ -58,15 +67,28 @@ FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 20
 
 .SECONDARY:
-.PHONY: all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc bench-apply fuzz fuzz-smoke clean
+.PHONY: vmlinux all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc bench-apply fuzz fuzz-smoke clean
 all: agent plugin sim
 agent: $(BUILD)/oneshield-agent
 plugin: $(BUILD)/oneshield-agent-grpc.so
 sim: $(BUILD)/onepanel-sim
 unit: $(UNIT_BINS)
 
-$(BUILD)/obj/%.o: userspace/%.c $(wildcard userspace/*.h include/*.h) | $(BUILD)/obj $(PB_H)
+$(BUILD)/obj/%.o: userspace/%.c $(wildcard userspace/*.h include/*.h) | $(BUILD)/obj $(PB_H) $(BPF_SKELS)
 	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h include/*.h) vmlinux/$(ARCH)/vmlinux.h
+	@mkdir -p $(BUILD)/bpf
+	$(BPF_CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(GEN)/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	@mkdir -p $(GEN)
+	bpftool gen skeleton $< name $* > $@.tmp && mv $@.tmp $@
+
+# Regenerate vmlinux.h from the running kernel's BTF (then commit it).
+vmlinux:
+	@mkdir -p vmlinux/$(ARCH)
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/$(ARCH)/vmlinux.h
 
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
 	@mkdir -p $(GEN)
@@ -89,7 +111,7 @@ $(BUILD)/obj/sim/%.o: tools/onepanel-sim/%.c $(wildcard tools/onepanel-sim/*.h) 
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/oneshield-agent: $(MAIN_OBJS)
-	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(BASE_LIBS) -lm -ldl
+	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(BASE_LIBS) -lelf -lz -lm -ldl
 
 # Resolves the agent's own symbols (journal, loop, log, ...) from the
 # executable at dlopen time, hence no -z defs.
@@ -104,10 +126,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS) | $(BUILD)/tests
 	$(CC) $(CFLAGS) -DTEST_DATA_DIR='"$(CURDIR)/tests/unit/data"' $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS) -lcmocka
 
 # libFuzzer targets: clang, ASan+UBSan, linked with every agent module.
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(filter-out userspace/main.c,$(AGENT_SRCS)) $(wildcard userspace/*.h) $(PB_C) $(GEN)/descriptors.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(filter-out userspace/main.c,$(AGENT_SRCS)) $(wildcard userspace/*.h) $(PB_C) $(GEN)/descriptors.c $(BPF_SKELS) | $(BUILD)/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=gnu11 -D_GNU_SOURCE \
 	    -DOS_VERSION='"$(VERSION)"' -Iinclude -Iuserspace $(PKG_CFLAGS) -o $@ \
-	    -I$(GEN) $< $(filter-out userspace/main.c,$(AGENT_SRCS)) $(PB_C) $(GEN)/descriptors.c $(PKG_LIBS) -lm
+	    -I$(GEN) $< $(filter-out userspace/main.c,$(AGENT_SRCS)) $(PB_C) $(GEN)/descriptors.c $(PKG_LIBS) -lelf -lz -lm
 
 fuzz: $(FUZZ_BINS)
 

@@ -455,6 +455,7 @@ static void health_close(struct cfgapply *ca);
 
 static void reset(struct cfgapply *ca)
 {
+	onepanel_on_fork(ca->a->onepanel, NULL, NULL);
 	health_close(ca);
 	cfgfs_txn_free(ca->txn);
 	ca->txn = NULL;
@@ -668,6 +669,8 @@ static bool signal_and_watch(struct cfgapply *ca)
 	if (!ca->timer && !(ca->timer = loop_timer_new(ca->a->loop, verify_tick, ca)))
 		return false;
 	loop_timer_arm(ca->timer, VERIFY_TICK_MS, VERIFY_TICK_MS);
+	/* a new worker is the usual "reloaded": check at once, not next tick */
+	onepanel_on_fork(op, verify_tick, ca);
 	return true;
 }
 
@@ -782,6 +785,8 @@ static void reload_failed(struct cfgapply *ca)
 static void verify_tick(void *arg)
 {
 	struct cfgapply *ca = arg;
+	if (ca->phase != P_VERIFYING && ca->phase != P_ROLLBACK)
+		return;
 	char first[512];
 	snprintf(first, sizeof(first), "%s", ca->fail_reason);
 	int v = verify_state(ca);

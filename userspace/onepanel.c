@@ -61,6 +61,8 @@ struct onepanel {
 	pid_t *kids;
 	size_t nkids, capkids;
 	int64_t forks;          /* children forked since found */
+	void (*fork_fn)(void *arg);
+	void *fork_arg;
 
 	/* Life span (clock ticks after boot) of the master we last lost. A
 	 * process that started inside it was most likely forked by that master
@@ -488,6 +490,8 @@ static void handle_proc_event(struct onepanel *op, const struct proc_event *ev)
 		    ev->event_data.fork.child_pid == ev->event_data.fork.child_tgid) {
 			kid_add(op, ev->event_data.fork.child_tgid);
 			op->forks++;
+			if (op->fork_fn)
+				op->fork_fn(op->fork_arg);
 		}
 		break;
 	case PROC_EVENT_EXIT:
@@ -701,6 +705,12 @@ int onepanel_signal(struct onepanel *op, int sig)
 			return -errno;
 	}
 	return kill(op->pid, sig) < 0 ? -errno : 0;
+}
+
+void onepanel_on_fork(struct onepanel *op, void (*fn)(void *arg), void *arg)
+{
+	op->fork_fn = fn;
+	op->fork_arg = arg;
 }
 
 int64_t onepanel_forks(const struct onepanel *op)

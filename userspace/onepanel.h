@@ -53,6 +53,10 @@ int onepanel_signal(struct onepanel *op, int sig);
 /* Children the master forked since it was found, as seen by the proc
  * connector (counts up; compare two readings). -1 without the connector. */
 int64_t onepanel_forks(const struct onepanel *op);
+/* Called after the master forks a child (proc connector); one listener,
+ * NULL to clear. Lets reload verification react at once instead of on its
+ * next tick. */
+void onepanel_on_fork(struct onepanel *op, void (*fn)(void *arg), void *arg);
 /* Live direct children (workers); -1 when unknown. */
 int64_t onepanel_children(const struct onepanel *op);
 /* Identity of the tracked master: start time in clock ticks after boot. */
