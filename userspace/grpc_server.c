@@ -818,11 +818,10 @@ static void on_recv(struct gcall *c, int ok)
 	else if (c->m == M_REFLECTION || (!c->subscriber && !c->timer))
 		handle_request(c, data, len);
 	free(data);
-	/* Streams keep reading: reflection for its next request, server
-	 * streams to see the client's half-close (anything more is ignored). */
-	if (c->m == M_REFLECTION && !c->status_sent && !c->send_busy)
-		; /* the next recv starts when this answer is sent */
-	else if ((c->subscriber || c->timer) && !c->status_sent)
+	/* Server streams keep reading to see the client's half-close (anything
+	 * more is ignored); a reflection stream reads its next request once
+	 * this answer is sent (on_send). */
+	if (c->m != M_REFLECTION && (c->subscriber || c->timer) && !c->status_sent)
 		start_recv(c);
 	unref(c);
 }
