@@ -74,7 +74,7 @@ plugin: $(BUILD)/oneshield-agent-grpc.so
 sim: $(BUILD)/onepanel-sim
 unit: $(UNIT_BINS)
 
-$(BUILD)/obj/%.o: userspace/%.c $(wildcard userspace/*.h include/*.h) | $(BUILD)/obj $(PB_H) $(BPF_SKELS)
+$(BUILD)/obj/%.o: userspace/%.c $(wildcard userspace/*.h include/*.h) $(BPF_SKELS) | $(BUILD)/obj $(PB_H)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h include/*.h) vmlinux/$(ARCH)/vmlinux.h

@@ -6,7 +6,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/deps.sh || exit 1
+# BPF tests: bpffs, and tracefs for the classic-tracepoint variants
 if ! mountpoint -q /sys/fs/bpf 2>/dev/null; then mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true; fi
+if ! mountpoint -q /sys/kernel/tracing 2>/dev/null; then mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true; fi
 
 jobs=$(nproc)
 passed=0
