@@ -201,8 +201,8 @@ static __always_inline int on_wakeup(struct task_struct *p, bool btf, bool new_t
 	return 0;
 }
 
-static __always_inline int on_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
-				     unsigned int prev_state, bool btf)
+static __always_inline int on_switch(unsigned long long *ctx, bool preempt, struct task_struct *prev,
+				     struct task_struct *next, bool btf)
 {
 	struct schedlat_target *tg;
 	struct schedlat_start *st;
@@ -215,6 +215,7 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev, str
 	if (tg) {
 		now = bpf_ktime_get_ns();
 		pid = btf ? prev->pid : (__u32)bpf_get_current_pid_tgid();
+		unsigned int prev_state = has_prev_state_arg ? (unsigned int)ctx[3] : task_state(prev);
 		if (!preempt && (prev_state & TASK_DEAD)) {
 			/* last switch of an exiting thread; task storage goes with the task */
 			if (!(btf && use_task_storage))
@@ -267,8 +268,7 @@ int BPF_PROG(schedlat_wakeup_new_btf, struct task_struct *p)
 SEC("tp_btf/sched_switch")
 int BPF_PROG(schedlat_switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-	unsigned int state = has_prev_state_arg ? (unsigned int)ctx[3] : task_state(prev);
-	return on_switch(preempt, prev, next, state, true);
+	return on_switch(ctx, preempt, prev, next, true);
 }
 
 /* ---- raw_tp: the same on kernels without tp_btf ---- */
@@ -288,8 +288,7 @@ int BPF_PROG(schedlat_wakeup_new_raw, struct task_struct *p)
 SEC("raw_tp/sched_switch")
 int BPF_PROG(schedlat_switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-	unsigned int state = has_prev_state_arg ? (unsigned int)ctx[3] : task_state(prev);
-	return on_switch(preempt, prev, next, state, false);
+	return on_switch(ctx, preempt, prev, next, false);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -20,6 +20,12 @@
  * autoload=false, the unused start map autocreate=false (libbpf poisons the
  * references in the code the verifier prunes through the rodata flags).
  *
+ * Targets are kept twice: `targets` (hash: tgid -> generation, the truth)
+ * and `target_bits` (a bitmap by tgid the programs test first, because an
+ * inlined array lookup is the cheapest filter for the every-switch path).
+ * The programs need both (bit, then entry), so a target half added or half
+ * removed is simply not tracked yet / any more.
+ *
  * Start entries in the hash are removed by the programs when a tracked
  * thread exits; remove_target and the next collect after it sweep entries
  * of tgids that are no longer targets (threads that were blocked when their
@@ -384,12 +390,10 @@ static void sweep_starts(struct schedlat *s)
 	if (!keys)
 		return;   /* best effort: retried at the next collect */
 	size_t n = 0;
-	uint32_t key, next;
-	void *prev = NULL;
-	while (n < SCHEDLAT_MAX_THREADS && bpf_map_get_next_key(sfd, prev, &next) == 0) {
+	uint32_t key = 0, next;   /* 0 (the idle task) is never a key: starts at the first */
+	while (n < SCHEDLAT_MAX_THREADS && bpf_map_get_next_key(sfd, &key, &next) == 0) {
 		keys[n++] = next;
 		key = next;
-		prev = &key;
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct schedlat_start st;
@@ -425,12 +429,10 @@ int schedlat_start_entries(struct schedlat *s)
 	if (s->variant == SCHEDLAT_TP_BTF_TASK_STORAGE)
 		return -EOPNOTSUPP;
 	int fd = bpf_map__fd(s->skel->maps.starts), n = 0;
-	uint32_t key, next;
-	void *prev = NULL;
-	while (n < SCHEDLAT_MAX_THREADS && bpf_map_get_next_key(fd, prev, &next) == 0) {
+	uint32_t key = 0, next;   /* as in sweep_starts */
+	while (n < SCHEDLAT_MAX_THREADS && bpf_map_get_next_key(fd, &key, &next) == 0) {
 		n++;
 		key = next;
-		prev = &key;
 	}
 	return n;
 }

@@ -2,7 +2,8 @@
 # Cost of the always-on scheduler probes (bpf/schedlat.bpf.c), which run on
 # every wakeup and context switch of the host. Needs root.
 #
-#   tests/bench/schedlat_cost.sh            (BUILD=build ROUNDS=5 TRIPS=200000 VARIANT=auto)
+#   tests/bench/schedlat_cost.sh   env: BUILD=build ROUNDS=5 TRIPS=200000 VARIANT=auto
+#                                  PARTS="pingpong perf nginx" SECS=8 PORT=18089
 #
 # 1. tests/bench/schedlat_cost.c: pipe ping-pong between two processes, on
 #    one CPU and on two, with no programs / programs attached but the
@@ -12,7 +13,7 @@
 #    scoped fd for that pass only.
 # 2. When perf is installed: `perf bench sched pipe` pinned to one CPU, with
 #    and without the programs attached (held by schedlat_cost --hold).
-# 3. When nginx and wrk are installed (and NGINX != 0): nginx (2 workers,
+# 3. When nginx and wrk are installed: nginx (2 workers,
 #    static page) under wrk, requests/s with no programs, with the programs
 #    attached, and with nginx's master and workers tracked (SECS per run).
 # Timings on shared VMs are noisy: compare the figures of one run.
@@ -34,14 +35,19 @@ cc -O2 -g -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iuserspace -Iinclude -
     $(pkg-config --cflags libbpf libcjson) -o "$bin" tests/bench/schedlat_cost.c $objs \
     $(pkg-config --libs libbpf libcjson) -lelf -lz -lm
 
+PARTS=${PARTS:-pingpong perf nginx}
+part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+if part pingpong; then
 echo "== pipe ping-pong, both processes on CPU 0"
 "$bin" --rounds "$ROUNDS" --trips "$TRIPS" --cpus same --variant "$VARIANT"
-if [ "$(nproc)" -ge 2 ]; then
+fi
+if part pingpong && [ "$(nproc)" -ge 2 ]; then
     echo "== pipe ping-pong, processes on CPU 0 and CPU 1"
     "$bin" --rounds "$ROUNDS" --trips "$((TRIPS / 10))" --cpus two --variant "$VARIANT"   # ~10x slower per trip
 fi
 
-if command -v perf >/dev/null 2>&1 && perf bench sched pipe -l 1000 >/dev/null 2>&1; then
+if part perf && command -v perf >/dev/null 2>&1 && perf bench sched pipe -l 1000 >/dev/null 2>&1; then
     echo "== perf bench sched pipe -l $TRIPS (taskset -c 0), programs attached but perf untracked"
     usecs() { taskset -c 0 perf bench sched pipe -l "$TRIPS" 2>/dev/null | awk '/usecs\/op/ {print $1}'; }
     off=() on=()
@@ -66,7 +72,7 @@ if command -v perf >/dev/null 2>&1 && perf bench sched pipe -l 1000 >/dev/null 2
         printf "  none      %.3f usecs/op\n  attached  %.3f usecs/op  %+.0f ns (%+.1f %%)\n", a, b, (b-a)*1000, 100*(b-a)/a }'
 fi
 
-if [ "${NGINX:-1}" != 0 ] && command -v nginx >/dev/null && command -v wrk >/dev/null; then
+if part nginx && command -v nginx >/dev/null && command -v wrk >/dev/null; then
     SECS=${SECS:-8}
     PORT=${PORT:-18089}
     echo "== nginx (2 workers, static page) under wrk -t2 -c50 -d${SECS}s"

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -104,33 +105,61 @@ static void *work(void *arg)
 	return NULL;
 }
 
+/* The workload runs as a fresh image of this binary (--workload THREADS
+ * ITERS...): go pipe on fd 3, done pipe on fd 4. A fresh image rather than
+ * a forked copy, so that valgrind (which does not trace exec'd children)
+ * and the inherited heap stay out of the picture. */
+static int workload_main(int argc, char **argv)
+{
+	int threads = atoi(argv[2]);
+	if (threads < 1 || threads > 8)
+		return 5;
+	for (int p = 3; p < argc; p++) {
+		char b;
+		if (read(3, &b, 1) != 1)
+			return 2;
+		pthread_t th[8];
+		int n = atoi(argv[p]);
+		for (int t = 1; t < threads; t++)
+			if (pthread_create(&th[t], NULL, work, &n) != 0)
+				return 3;
+		work(&n);
+		for (int t = 1; t < threads; t++)
+			pthread_join(th[t], NULL);
+		if (write(4, "d", 1) != 1)
+			return 4;
+	}
+	return 0;
+}
+
+/* This binary, read at startup. Not exec("/proc/self/exe"): under valgrind
+ * that is valgrind itself, while readlink() of it gives the client. */
+static char self_exe[PATH_MAX];
+
 /* phases: iterations per phase; threads run each phase concurrently. */
 static void start_child(struct child *c, int nphases, const int *iters, int threads)
 {
+	char args[8][16];
+	char *argv[12] = { "test_schedlat", "--workload", args[0] };
 	int go[2], done[2];
+
+	assert_true(nphases >= 1 && nphases <= 6);
+	snprintf(args[0], sizeof(args[0]), "%d", threads);
+	for (int p = 0; p < nphases; p++) {
+		snprintf(args[p + 1], sizeof(args[p + 1]), "%d", iters[p]);
+		argv[3 + p] = args[p + 1];
+	}
+	argv[3 + nphases] = NULL;
 	assert_int_equal(pipe(go), 0);
 	assert_int_equal(pipe(done), 0);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		close(go[1]);
-		close(done[0]);
-		for (int p = 0; p < nphases; p++) {
-			char b;
-			if (read(go[0], &b, 1) != 1)
-				_exit(2);
-			pthread_t th[8];
-			int n = iters[p], nt = threads > 8 ? 8 : threads;
-			for (int t = 1; t < nt; t++)
-				if (pthread_create(&th[t], NULL, work, &n) != 0)
-					_exit(3);
-			work(&n);
-			for (int t = 1; t < nt; t++)
-				pthread_join(th[t], NULL);
-			if (write(done[1], "d", 1) != 1)
-				_exit(4);
-		}
-		_exit(0);
+		if (dup2(go[0], 3) < 0 || dup2(done[1], 4) < 0)
+			_exit(6);
+		closefrom(5);
+		execv(self_exe, argv);
+		_exit(7);
 	}
 	close(go[0]);
 	close(done[1]);
@@ -503,8 +532,17 @@ static void test_forced_variant_errors(void **state)
 	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_btf_hash),  \
 	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_raw)
 
-int main(void)
+int main(int argc, char **argv)
 {
+	if (argc >= 3 && strcmp(argv[1], "--workload") == 0)
+		return workload_main(argc, argv);
+	ssize_t n = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
+	if (n <= 0) {
+		perror("readlink /proc/self/exe");
+		return 1;
+	}
+	self_exe[n] = 0;
+
 	const struct CMUnitTest tests[] = {
 		PER_VARIANT(test_tracked_child_counts),
 		PER_VARIANT(test_threads),
