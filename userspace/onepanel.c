@@ -464,11 +464,13 @@ static void handle_proc_event(struct onepanel *op, const struct proc_event *ev)
 		if (op->configured) {
 			pid_t pid = ev->event_data.exec.process_tgid;
 			struct proc_info pi, ppi;
-			if (procfs_read_proc(PROC_ROOT, pid, &pi) || !matches(op, pid, &pi))
+			/* This runs for every exec on the host: read only the stat
+			 * line (and the exe link) until the process matches. */
+			if (read_ppid(pid, &pi) || !matches(op, pid, &pi))
 				break;
+			bool child_of_onepanel = read_ppid(pi.ppid, &ppi) == 0 && matches(op, pi.ppid, &ppi);
 			if (op->running) {
-				if (pid == op->pid ||
-				    (procfs_read_proc(PROC_ROOT, pi.ppid, &ppi) == 0 && matches(op, pi.ppid, &ppi)))
+				if (pid == op->pid || child_of_onepanel)
 					break;
 				size_t i = op->npending < 8 ? op->npending++ : 0;
 				op->pending[i].pid = pid;
@@ -480,9 +482,8 @@ static void handle_proc_event(struct onepanel *op, const struct proc_event *ev)
 				if (op->running)
 					break;
 			}
-			if (procfs_read_proc(PROC_ROOT, pi.ppid, &ppi) == 0 && matches(op, pi.ppid, &ppi))
-				break;
-			track(op, pid, &pi, "exec");
+			if (!child_of_onepanel && procfs_read_proc(PROC_ROOT, pid, &pi) == 0)
+				track(op, pid, &pi, "exec");
 		}
 		break;
 	case PROC_EVENT_FORK:
