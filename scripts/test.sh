@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, part 2: install what is missing, build, and run every test:
-# C unit tests and black-box tests on a normal build, then the whole suite
-# again on an ASan+UBSan build. Ends with a "N passed, N failed" summary.
+# C unit tests and black-box tests on a normal build (eBPF mode), the
+# black-box tests again in forced procfs mode, then the whole suite again on
+# an ASan+UBSan build. Ends with a "N passed, N failed" summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,11 @@ run_suite() { # name build-dir make-args...
             echo "FAIL $(basename "$t")"; cat "$log/$(basename "$t").$name.log"
         fi
     done
+    run_pytest "$name" "$dir"
+}
+
+run_pytest() { # name build-dir (the environment passes through to the agents)
+    local name=$1 dir=$2
     echo "=== $name: black-box tests"
     local out="$log/pytest.$name.log"
     AGENT_BIN="$PWD/$dir/oneshield-agent" SIM_BIN="$PWD/$dir/onepanel-sim" \
@@ -52,6 +58,10 @@ run_suite() { # name build-dir make-args...
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 run_suite "default" build
+# The same black-box suite with eBPF forced off: procfs mode must behave the same.
+if [ "${SKIP_PROCFS:-0}" != 1 ]; then
+    ONESHIELD_FORCE_PROCFS=1 run_pytest "procfs-mode" build
+fi
 if [ "${SKIP_ASAN:-0}" != 1 ]; then
     run_suite "asan" build-asan SAN=1
 fi

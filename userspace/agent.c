@@ -37,11 +37,18 @@ cJSON *agent_status_json(const struct agent *a)
 	iso_time(a->started_unix, ts, sizeof(ts));
 	cJSON_AddStringToObject(o, "started_at", ts);
 	cJSON_AddNumberToObject(o, "uptime_seconds", (double)(loop_now_ms() - a->started_mono_ms) / 1000.0);
-	cJSON_AddStringToObject(o, "mode", a->mode);
-	cJSON_AddStringToObject(o, "config_path", a->cfg->path ? a->cfg->path : "");
-
 	struct onepanel_state st;
 	onepanel_get_state(a->onepanel, &st);
+	cJSON_AddStringToObject(o, "mode", st.mode);
+	if (st.mode_reason[0])
+		cJSON_AddStringToObject(o, "mode_reason", st.mode_reason);
+	cJSON_AddStringToObject(o, "config_path", a->cfg->path ? a->cfg->path : "");
+	cJSON *eb = cJSON_AddObjectToObject(o, "ebpf");
+	cJSON_AddStringToObject(eb, "process_events", st.process_events);
+	cJSON_AddStringToObject(eb, "scheduler_delay", st.scheduler_delay);
+	if (st.scheduler_delay_reason[0])
+		cJSON_AddStringToObject(eb, "scheduler_delay_reason", st.scheduler_delay_reason);
+
 	cJSON *op = cJSON_AddObjectToObject(o, "onepanel");
 	cJSON_AddBoolToObject(op, "configured", st.configured);
 	cJSON_AddStringToObject(op, "state", !st.configured ? "not_configured" : st.running ? "running" : "stopped");
@@ -56,6 +63,8 @@ cJSON *agent_status_json(const struct agent *a)
 		cJSON_AddStringToObject(op, "since", ts);
 		cJSON_AddNumberToObject(op, "restarts", (double)st.restarts);
 		cJSON_AddStringToObject(op, "tracking", st.tracking);
+		if (st.workers >= 0)
+			cJSON_AddNumberToObject(op, "workers", (double)st.workers);
 		if (a->cfg->onepanel.binary)
 			cJSON_AddStringToObject(op, "binary", a->cfg->onepanel.binary);
 		if (a->cfg->onepanel.config_file)

@@ -645,11 +645,21 @@ static const struct key events_keys[] = {
 };
 static const struct table events_table = { events_keys, ARRAY_SIZE(events_keys), NULL };
 
+static const struct key ebpf_keys[] = {
+	{ .name = "enabled", .kind = K_BOOL, .off = OFF(ebpf.enabled) },
+	{ .name = "scheduler_delay", .kind = K_BOOL, .off = OFF(ebpf.scheduler_delay) },
+	{ .name = "syscall_probe_max_duration", .kind = K_DURATION, .off = OFF(ebpf.syscall_probe_max_ms),
+	  .min = 1000, .max = 24ULL * 60 * 60 * 1000 },
+	{ .name = "syscall_probe_always_on", .kind = K_BOOL, .off = OFF(ebpf.syscall_probe_always_on) },
+};
+static const struct table ebpf_table = { ebpf_keys, ARRAY_SIZE(ebpf_keys), NULL };
+
 static const struct key top_keys[] = {
 	{ .name = "onepanel", .kind = K_SECTION, .sub = &onepanel_table },
 	{ .name = "api", .kind = K_SECTION, .sub = &api_table },
 	{ .name = "metrics", .kind = K_SECTION, .sub = &metrics_table },
 	{ .name = "events", .kind = K_SECTION, .sub = &events_table },
+	{ .name = "ebpf", .kind = K_SECTION, .sub = &ebpf_table },
 };
 static const struct table top_table = { top_keys, ARRAY_SIZE(top_keys), NULL };
 
@@ -673,6 +683,9 @@ struct agent_config *config_default(void)
 	c->api.max_subscribers = 256;
 	c->metrics.interval_ms = 1000;
 	c->events.journal_size = 4096;
+	c->ebpf.enabled = true;
+	c->ebpf.scheduler_delay = true;
+	c->ebpf.syscall_probe_max_ms = 300000;
 	if (!c->api.rest_listen || !c->api.grpc_listen) {
 		config_free(c);
 		return NULL;

@@ -61,12 +61,23 @@ struct events_config {
 	size_t journal_size;     /* default 4096, 16..1048576 */
 };
 
+/* eBPF: process events (tracepoints, always on), scheduler delay of
+ * onepanel (every context switch of the host), syscall investigations (on
+ * demand). Environment ONESHIELD_FORCE_PROCFS=1 overrides enabled. */
+struct ebpf_config {
+	bool enabled;                 /* default true; false = procfs mode */
+	bool scheduler_delay;         /* default true */
+	uint64_t syscall_probe_max_ms;/* longest investigation; default 300 s; 1s..24h */
+	bool syscall_probe_always_on; /* default false: attach only during an investigation */
+};
+
 struct agent_config {
 	char *path;              /* the file it was loaded from (or the name given to config_parse) */
 	struct onepanel_config onepanel;
 	struct api_config api;
 	struct metrics_config metrics;
 	struct events_config events;
+	struct ebpf_config ebpf;
 };
 
 /* 0 on success (*out set); -errno / -EINVAL with err filled ("file:line: message"). */

@@ -33,6 +33,10 @@ enum event_type {
 	EV_TEST = 12,            /* only from the test generator (ONESHIELD_TEST_EVENTS=1) */
 	EV_CONFIG_ROLLBACK_SUCCESS = 13,
 	EV_CONFIG_ROLLBACK_FAILURE = 14,
+	EV_ONEPANEL_WORKER_START = 15, /* the master forked a child process */
+	EV_ONEPANEL_WORKER_STOP = 16,  /* a child of the master exited */
+	EV_ONEPANEL_CRITICAL_ERROR = 17, /* crit/alert/emerg line in an error log */
+	EV_ONEPANEL_PANIC = 18,        /* a panic record in an error log */
 	EV__COUNT
 };
 

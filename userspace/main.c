@@ -145,7 +145,8 @@ static void reload_config(void)
 	}
 	if (nc->events.journal_size != A.cfg->events.journal_size)
 		log_warn("config reload: events.journal_size takes effect at the next start");
-	onepanel_reconfigure(A.onepanel, &nc->onepanel);
+	onepanel_reconfigure(A.onepanel, &nc->onepanel, &nc->ebpf);
+	A.mode = onepanel_mode(A.onepanel);
 	if (nc->metrics.interval_ms != A.cfg->metrics.interval_ms)
 		loop_timer_arm(collect_timer, nc->metrics.interval_ms, nc->metrics.interval_ms);
 	config_free(A.cfg);
@@ -251,6 +252,8 @@ int main(int argc, char **argv)
 	A.cfgapply = cfgapply_new(&A);
 	if (!A.onepanel || !A.cfgapply)
 		return 1;
+	onepanel_prepare(A.onepanel, &A.cfg->ebpf);
+	A.mode = onepanel_mode(A.onepanel);
 	agent_collect(&A);
 	if (start_rest(A.cfg, &A.rest) || start_grpc(A.cfg, &A.grpc)) {
 		exit_code = 1;
@@ -271,6 +274,10 @@ int main(int argc, char **argv)
 			e->pid = getpid();
 			event_set_field(e, "version", "%s", OS_VERSION);
 			event_set_field(e, "mode", "%s", A.mode);
+			struct onepanel_state ost;
+			onepanel_get_state(A.onepanel, &ost);
+			if (ost.mode_reason[0])
+				event_set_field(e, "mode_reason", "%s", ost.mode_reason);
 			journal_append(A.journal, e);
 		}
 	}

@@ -1,3 +1,25 @@
+/* Tracking onepanel: the master and its workers, from one of two sources.
+ *
+ *  ebpf    bpf/proclife.bpf.c reports exec (of a process whose comm or
+ *          executable name matches, filtered in the kernel), fork and exit
+ *          of the master and its descendants (a tgid set the programs keep
+ *          themselves), through a ring buffer in the core loop.
+ *  procfs  the netlink proc connector (every exec/fork/exit of the host,
+ *          filtered here), or where even that is missing a /proc rescan.
+ *
+ * Both feed the same three handlers (on_proc_exec, on_proc_fork, on_proc_exit), so FOUND,
+ * STOP and WORKER_START/STOP behave the same in both modes and CI tests both
+ * (ebpf.enabled: false or ONESHIELD_FORCE_PROCFS=1 forces procfs).
+ *
+ * The commit point of a STOP is the master's pidfd turning readable, in both
+ * modes: the kernel has then finished the exit, so neither the pid file nor
+ * a /proc scan can take the dying master for a new one. The exit status
+ * comes from the source, whose record of the exit is queued before the pidfd
+ * wakes (sched_process_exit and the connector's exit message both precede
+ * exit_notify), so the source is drained first.
+ *
+ * The scheduler-delay probe (schedlat) follows the same process set: the
+ * master and its direct children are its targets. */
 #include "onepanel.h"
 
 #include <dirent.h>
@@ -24,8 +46,11 @@
 #include "loop.h"
 #include "metrics.h"
 #include "procfs.h"
+#include "proclife.h"
+#include "schedlat.h"
 
 #define PROC_ROOT "/proc"
+#define MAX_PROC_LISTENERS 4
 #define RESCAN_MS 2000
 #define MAX_CANDIDATES 4096
 
@@ -49,7 +74,8 @@ struct onepanel {
 	struct loop_io *pidfd_io;
 	double since;
 	uint64_t found_count;
-	bool have_exit;         /* exit status of the tracked tgid seen on netlink */
+	bool have_exit;         /* exit status of the tracked tgid seen by the source */
+	bool dead;              /* the source saw the whole master exit */
 	int exit_status;        /* wait(2)-style status */
 	bool has_last_exit;
 	int last_exit_code, last_exit_signal;
@@ -58,7 +84,10 @@ struct onepanel {
 	 * fork/exit events after one /proc scan when the master is found:
 	 * task/TID/children is not in every kernel, and a /proc scan per
 	 * sample is what we avoid. */
-	pid_t *kids;
+	struct kid {
+		pid_t pid;
+		uint64_t start_ticks;  /* 0 = unknown */
+	} *kids;
 	size_t nkids, capkids;
 	int64_t forks;          /* children forked since found */
 	void (*fork_fn)(void *arg);
@@ -83,6 +112,23 @@ struct onepanel {
 	int nl_fd;
 	struct loop_io *nl_io;
 	struct loop_timer *rescan;
+
+	/* eBPF */
+	bool prepared;
+	struct ebpf_config ebpf;      /* as last prepared */
+	struct proclife *pl;
+	char mode_reason[256];        /* why procfs mode, "" in ebpf mode */
+	struct schedlat *sl;
+	char schedlat_reason[256];    /* why off / failed */
+	uint64_t rb_drops_seen;       /* proclife ring buffer drops already reconciled */
+	uint64_t dropped_kids;        /* workers not recorded (no memory) */
+	uint64_t dropped_pending;     /* pending execs overwritten */
+	uint64_t worker_starts, worker_stops;
+
+	struct {
+		void (*fn)(void *arg, pid_t tgid, bool added);
+		void *arg;
+	} procs_listeners[MAX_PROC_LISTENERS];
 };
 
 static double now_unix(void)
@@ -226,35 +272,75 @@ static pid_t scan_proc(struct onepanel *op, struct proc_info *out)
 }
 
 static void pidfd_ready(void *arg, int fd, uint32_t events);
-static void nl_drain(struct onepanel *op);
+static void drain_source(struct onepanel *op);
 
-static void kid_add(struct onepanel *op, pid_t pid)
+static bool has_event_source(const struct onepanel *op)
 {
-	for (size_t i = 0; i < op->nkids; i++)
-		if (op->kids[i] == pid)
-			return;
+	return op->pl || op->nl_fd >= 0;
+}
+
+/* The process set changed: the master or a worker came or went. */
+static void notify_procs(struct onepanel *op, pid_t tgid, bool added)
+{
+	if (op->sl) {
+		int rc = added ? schedlat_add_target(op->sl, tgid) : schedlat_remove_target(op->sl, tgid);
+		if (rc && rc != -ENOENT)
+			log_debug("onepanel: scheduler delay target %d: %s", tgid, strerror(-rc));
+	}
+	for (size_t i = 0; i < MAX_PROC_LISTENERS; i++)
+		if (op->procs_listeners[i].fn)
+			op->procs_listeners[i].fn(op->procs_listeners[i].arg, tgid, added);
+}
+
+/* true when pid is a new worker */
+static bool kid_add(struct onepanel *op, pid_t pid, uint64_t start_ticks)
+{
+	for (size_t i = 0; i < op->nkids; i++) {
+		if (op->kids[i].pid == pid) {
+			if (start_ticks)
+				op->kids[i].start_ticks = start_ticks;
+			return false;
+		}
+	}
 	if (op->nkids == op->capkids) {
 		size_t cap = op->capkids ? op->capkids * 2 : 8;
-		pid_t *p = realloc(op->kids, cap * sizeof(*p));
-		if (!p)
-			return;
+		struct kid *p = realloc(op->kids, cap * sizeof(*p));
+		if (!p) {
+			op->dropped_kids++;
+			return false;
+		}
 		op->kids = p;
 		op->capkids = cap;
 	}
-	op->kids[op->nkids++] = pid;
+	op->kids[op->nkids++] = (struct kid){ pid, start_ticks };
+	notify_procs(op, pid, true);
+	return true;
 }
 
-static void kid_del(struct onepanel *op, pid_t pid)
+/* true when pid was a worker (with that start time, when both are known) */
+static bool kid_del(struct onepanel *op, pid_t pid, uint64_t start_ticks)
 {
 	for (size_t i = 0; i < op->nkids; i++) {
-		if (op->kids[i] == pid) {
-			op->kids[i] = op->kids[--op->nkids];
-			return;
-		}
+		if (op->kids[i].pid != pid)
+			continue;
+		if (start_ticks && op->kids[i].start_ticks && start_ticks != op->kids[i].start_ticks)
+			return false;
+		op->kids[i] = op->kids[--op->nkids];
+		notify_procs(op, pid, false);
+		return true;
+	}
+	return false;
+}
+
+static void kids_clear(struct onepanel *op)
+{
+	while (op->nkids) {
+		pid_t pid = op->kids[--op->nkids].pid;
+		notify_procs(op, pid, false);
 	}
 }
 
-static int read_ppid(pid_t pid, struct proc_info *pi)
+static int read_stat(pid_t pid, struct proc_info *pi)
 {
 	char path[64], buf[1024];
 	snprintf(path, sizeof(path), PROC_ROOT "/%d/stat", pid);
@@ -268,10 +354,13 @@ static int read_ppid(pid_t pid, struct proc_info *pi)
 	return procfs_parse_stat(buf, (size_t)n, pi);
 }
 
-/* One scan when the master is found; the connector keeps it current. */
+/* One scan when the master is found; the event source keeps the set
+ * current afterwards. Workers found here existed before: no events. The
+ * master is tracked in the kernel first, so a fork racing with the scan is
+ * reported by the source as well (kid_add deduplicates). */
 static void seed_kids(struct onepanel *op)
 {
-	op->nkids = 0;
+	kids_clear(op);
 	DIR *d = opendir(PROC_ROOT);
 	if (!d)
 		return;
@@ -281,8 +370,16 @@ static void seed_kids(struct onepanel *op)
 			continue;
 		struct proc_info pi;
 		pid_t pid = (pid_t)atoi(de->d_name);
-		if (read_ppid(pid, &pi) == 0 && pi.ppid == op->pid)
-			kid_add(op, pid);
+		if (read_stat(pid, &pi) || pi.ppid != op->pid || pi.state == 'Z' || pi.state == 'X')
+			continue;
+		if (op->pl) {
+			int rc = proclife_track(op->pl, pid);
+			if (rc == -ESRCH)
+				continue;
+			if (rc)
+				log_warn("onepanel: cannot track worker %d in the kernel: %s", pid, strerror(-rc));
+		}
+		kid_add(op, pid, pi.start_ticks);
 	}
 	closedir(d);
 }
@@ -291,6 +388,11 @@ static const char *sig_name(int sig)
 {
 	const char *s = sigabbrev_np(sig);
 	return s ? s : "?";
+}
+
+static const char *tracking_name(const struct onepanel *op)
+{
+	return op->pl ? "ebpf" : op->nl_fd >= 0 ? "proc_connector" : "rescan";
 }
 
 static void track(struct onepanel *op, pid_t pid, const struct proc_info *pi, const char *how)
@@ -303,6 +405,7 @@ static void track(struct onepanel *op, pid_t pid, const struct proc_info *pi, co
 	op->start_time = pi->start_time;
 	op->since = now_unix();
 	op->have_exit = false;
+	op->dead = false;
 	op->exe[0] = '\0';
 	if (procfs_read_exe(PROC_ROOT, pid, op->exe, sizeof(op->exe)))
 		snprintf(op->exe, sizeof(op->exe), "%s", pi->comm);
@@ -315,9 +418,18 @@ static void track(struct onepanel *op, pid_t pid, const struct proc_info *pi, co
 			op->pidfd = -1;
 		}
 	}
-	if (op->pidfd < 0)
+	if (op->pidfd < 0) {
 		log_warn("onepanel: pidfd_open(%d): %s; checking for its exit by rescan", pid, strerror(errno));
-	if (op->nl_fd >= 0)
+		if (op->rescan)
+			loop_timer_arm(op->rescan, RESCAN_MS, RESCAN_MS);
+	}
+	if (op->pl) {
+		int rc = proclife_track(op->pl, pid);
+		if (rc && rc != -ESRCH)
+			log_warn("onepanel: cannot track pid %d in the kernel: %s", pid, strerror(-rc));
+	}
+	notify_procs(op, pid, true);
+	if (has_event_source(op))
 		seed_kids(op);
 
 	if (op->found_count++ > 0)
@@ -331,6 +443,9 @@ static void track(struct onepanel *op, pid_t pid, const struct proc_info *pi, co
 		event_set_field(e, "start_time", "%.3f", op->start_time);
 		event_set_field(e, "found_by", "%s", how);
 		event_set_field(e, "restarts", "%llu", (unsigned long long)(op->found_count - 1));
+		event_set_field(e, "tracking", "%s", tracking_name(op));
+		if (has_event_source(op))
+			event_set_field(e, "workers", "%zu", op->nkids);
 		journal_append(op->journal, e);
 	}
 }
@@ -342,6 +457,10 @@ static void untrack(struct onepanel *op)
 	if (op->pidfd >= 0)
 		close(op->pidfd);
 	op->pidfd = -1;
+	if (op->running) {
+		kids_clear(op);
+		notify_procs(op, op->pid, false);
+	}
 	op->running = false;
 	op->pid = 0;
 	op->nkids = 0;
@@ -394,11 +513,49 @@ static void emit_stop(struct onepanel *op)
 	op->since = now_unix();
 }
 
+static void emit_worker(struct onepanel *op, bool start, pid_t pid, bool has_status, int status)
+{
+	struct event *e;
+	if (start) {
+		op->worker_starts++;
+		e = event_new(EV_ONEPANEL_WORKER_START, EL_INFO, "onepanel worker started: pid %d (master %d)", pid,
+			      op->pid);
+	} else if (has_status && WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		/* SIGTERM/SIGQUIT are how a master retires its workers */
+		bool expected = sig == SIGTERM || sig == SIGQUIT;
+		op->worker_stops++;
+		e = event_new(EV_ONEPANEL_WORKER_STOP, expected ? EL_INFO : EL_WARNING,
+			      "onepanel worker stopped: pid %d killed by signal %d (SIG%s)", pid, sig, sig_name(sig));
+		if (e) {
+			e->has_exit = true;
+			e->signal = sig;
+		}
+	} else if (has_status) {
+		int code = WEXITSTATUS(status);
+		op->worker_stops++;
+		e = event_new(EV_ONEPANEL_WORKER_STOP, code ? EL_WARNING : EL_INFO,
+			      "onepanel worker stopped: pid %d exited with status %d", pid, code);
+		if (e) {
+			e->has_exit = true;
+			e->exit_code = code;
+		}
+	} else {
+		op->worker_stops++;
+		e = event_new(EV_ONEPANEL_WORKER_STOP, EL_INFO, "onepanel worker stopped: pid %d", pid);
+	}
+	if (e) {
+		e->pid = pid;
+		event_set_field(e, "ppid", "%d", op->pid);
+		journal_append(op->journal, e);
+	}
+}
+
 /* Look for the master: pid file first, then (if allowed) /proc. Right after
  * the master stopped only the pid file is trusted: workers orphaned by a
  * master killed with SIGKILL match the executable and have init as parent,
  * and a scan would take one of them for a new master. A real restart is an
- * exec, which the connector reports. */
+ * exec, which the event source reports. */
 static void find(struct onepanel *op, const char *why, bool allow_scan)
 {
 	struct proc_info pi;
@@ -407,6 +564,7 @@ static void find(struct onepanel *op, const char *why, bool allow_scan)
 	if (op->pid_file) {
 		pid_t pid = read_pid_file(op->pid_file);
 		if (pid > 0 && procfs_read_proc(PROC_ROOT, pid, &pi) == 0 && pi.state != 'Z' &&
+		    pi.state != 'X' && !(op->lost_end && pi.start_ticks == op->lost_start) &&
 		    matches(op, pid, &pi)) {
 			track(op, pid, &pi, "pid_file");
 			return;
@@ -427,15 +585,8 @@ static bool still_alive(struct onepanel *op)
 	       pi.state != 'Z' && pi.state != 'X';
 }
 
-static void pidfd_ready(void *arg, int fd, uint32_t events)
+static void adopt_pending(struct onepanel *op)
 {
-	struct onepanel *op = arg;
-	(void)fd;
-	(void)events;
-	/* The exit connector message was queued before the pidfd woke us. */
-	nl_drain(op);
-	emit_stop(op);
-	find(op, "pid_file", op->nl_fd < 0);
 	for (size_t i = 0; i < op->npending && !op->running; i++) {
 		struct proc_info pi;
 		pid_t pid = op->pending[i].pid;
@@ -446,63 +597,167 @@ static void pidfd_ready(void *arg, int fd, uint32_t events)
 	op->npending = 0;
 }
 
+/* The master is gone: STOP, then look for its successor. */
+static void master_gone(struct onepanel *op)
+{
+	emit_stop(op);
+	find(op, "pid_file", !has_event_source(op));
+	adopt_pending(op);
+}
+
+static void pidfd_ready(void *arg, int fd, uint32_t events)
+{
+	struct onepanel *op = arg;
+	(void)events;
+	/* The source's record of the exit was queued before the pidfd woke us. */
+	drain_source(op);
+	if (!op->running || fd != op->pidfd)
+		return;
+	master_gone(op);
+}
+
+/* Events may have been lost (ring buffer or connector overrun): compare
+ * with /proc instead of trusting what we have. */
+static void reconcile(struct onepanel *op, const char *why)
+{
+	log_warn("onepanel: %s; checking the process set against /proc", why);
+	if (op->running && op->pidfd < 0 && !still_alive(op))
+		master_gone(op);
+	if (op->running && has_event_source(op))
+		seed_kids(op);
+	if (!op->running)
+		find(op, "scan", true);
+}
+
 static void rescan_tick(void *arg)
 {
 	struct onepanel *op = arg;
 	if (op->running && op->pidfd < 0 && !still_alive(op))
-		emit_stop(op);
+		master_gone(op);
 	if (!op->running)
 		find(op, "scan", true);
 }
+
+/* ---- the three events, from either source ---- */
+
+static void on_proc_exec(struct onepanel *op, pid_t pid, bool autotracked)
+{
+	if (!op->configured)
+		return;
+	struct proc_info pi, ppi;
+	/* This runs for every exec the source reports (every exec on the host
+	 * with the connector): read only the stat line (and the exe link)
+	 * until the process matches. Our own children (the validator running
+	 * "nginx -t") are never onepanel. */
+	if (read_stat(pid, &pi) || !matches(op, pid, &pi) || pi.ppid == getpid()) {
+		if (autotracked)
+			proclife_untrack(op->pl, pid);
+		return;
+	}
+	/* A new master is a matching exec whose parent does not match (a
+	 * matching parent means a child of onepanel, e.g. an upgrade). */
+	bool child_of_onepanel = read_stat(pi.ppid, &ppi) == 0 && matches(op, pi.ppid, &ppi);
+	if (op->running) {
+		if (pid == op->pid || child_of_onepanel)
+			return;
+		size_t i = op->npending;
+		if (i < sizeof(op->pending) / sizeof(op->pending[0])) {
+			op->npending++;
+		} else {
+			op->dropped_pending++;
+			i = 0;
+		}
+		op->pending[i].pid = pid;
+		op->pending[i].start_ticks = pi.start_ticks;
+		return;
+	}
+	if (op->pid_file) {
+		find(op, "exec", false);
+		if (op->running)
+			return;
+	}
+	if (!child_of_onepanel && procfs_read_proc(PROC_ROOT, pid, &pi) == 0)
+		track(op, pid, &pi, "exec");
+}
+
+static void on_proc_fork(struct onepanel *op, pid_t parent, uint64_t parent_start, pid_t child, uint64_t child_start)
+{
+	if (!op->running || parent != op->pid || op->dead)
+		return;
+	if (parent_start && parent_start != op->start_ticks)
+		return;
+	op->forks++;
+	if (kid_add(op, child, child_start))
+		emit_worker(op, true, child, false, 0);
+	if (op->fork_fn)
+		op->fork_fn(op->fork_arg);
+}
+
+/* whole: the last thread of tgid (the process) exited; the connector also
+ * reports single threads, which carry the status of the master when its
+ * last one goes. */
+static void on_proc_exit(struct onepanel *op, pid_t tgid, uint64_t start, pid_t ppid, int status, bool whole)
+{
+	if (!op->running)
+		return;
+	if (tgid == op->pid && (!start || start == op->start_ticks)) {
+		op->have_exit = true;
+		op->exit_status = status;
+		op->dead = op->dead || whole;
+		/* Without a pidfd the source's exit is the commit point. */
+		if (whole && op->pidfd < 0 && op->pl)
+			master_gone(op);
+		return;
+	}
+	/* Workers outliving a dead master are orphans, not our workers: by
+	 * the time they exit they have been reparented. (The connector reports
+	 * the master's own exit after it has signalled its children with
+	 * PR_SET_PDEATHSIG, so their exits can come first.) */
+	if (!whole || op->dead || ppid != op->pid)
+		return;
+	if (kid_del(op, tgid, start))
+		emit_worker(op, false, tgid, true, status);
+}
+
+/* ---- eBPF source ---- */
+
+static void pl_event(void *arg, const struct proclife_event *ev)
+{
+	struct onepanel *op = arg;
+	uint64_t start = proclife_ns_to_ticks(ev->start_ns);
+	switch (ev->type) {
+	case PROCLIFE_EXEC:
+		if (ev->flags & PROCLIFE_F_MATCHED)
+			on_proc_exec(op, (pid_t)ev->tgid, (ev->flags & PROCLIFE_F_AUTOTRACK) != 0);
+		break;
+	case PROCLIFE_FORK:
+		on_proc_fork(op, (pid_t)ev->ppid, ev->parent_start_ns ? proclife_ns_to_ticks(ev->parent_start_ns) : 0,
+			(pid_t)ev->tgid, start);
+		break;
+	case PROCLIFE_EXIT:
+		on_proc_exit(op, (pid_t)ev->tgid, start, (pid_t)ev->ppid, (int)ev->exit_status, true);
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- netlink proc connector source ---- */
 
 static void handle_proc_event(struct onepanel *op, const struct proc_event *ev)
 {
 	switch (ev->what) {
 	case PROC_EVENT_EXEC:
-		/* A new master is a matching exec whose parent does not match
-		 * (a matching parent means a child of onepanel, e.g. an upgrade). */
-		if (op->configured) {
-			pid_t pid = ev->event_data.exec.process_tgid;
-			struct proc_info pi, ppi;
-			/* This runs for every exec on the host: read only the stat
-			 * line (and the exe link) until the process matches. */
-			if (read_ppid(pid, &pi) || !matches(op, pid, &pi))
-				break;
-			bool child_of_onepanel = read_ppid(pi.ppid, &ppi) == 0 && matches(op, pi.ppid, &ppi);
-			if (op->running) {
-				if (pid == op->pid || child_of_onepanel)
-					break;
-				size_t i = op->npending < 8 ? op->npending++ : 0;
-				op->pending[i].pid = pid;
-				op->pending[i].start_ticks = pi.start_ticks;
-				break;
-			}
-			if (op->pid_file) {
-				find(op, "exec", false);
-				if (op->running)
-					break;
-			}
-			if (!child_of_onepanel && procfs_read_proc(PROC_ROOT, pid, &pi) == 0)
-				track(op, pid, &pi, "exec");
-		}
+		on_proc_exec(op, ev->event_data.exec.process_tgid, false);
 		break;
 	case PROC_EVENT_FORK:
-		if (op->running && ev->event_data.fork.parent_tgid == op->pid &&
-		    ev->event_data.fork.child_pid == ev->event_data.fork.child_tgid) {
-			kid_add(op, ev->event_data.fork.child_tgid);
-			op->forks++;
-			if (op->fork_fn)
-				op->fork_fn(op->fork_arg);
-		}
+		if (ev->event_data.fork.child_pid == ev->event_data.fork.child_tgid)
+			on_proc_fork(op, ev->event_data.fork.parent_tgid, 0, ev->event_data.fork.child_tgid, 0);
 		break;
 	case PROC_EVENT_EXIT:
-		if (op->running && ev->event_data.exit.process_pid == ev->event_data.exit.process_tgid)
-			kid_del(op, ev->event_data.exit.process_tgid);
-		if (op->running && ev->event_data.exit.process_tgid == op->pid) {
-			/* The last thread of the group to exit carries the group's status. */
-			op->have_exit = true;
-			op->exit_status = (int)ev->event_data.exit.exit_code;
-		}
+		on_proc_exit(op, ev->event_data.exit.process_tgid, 0, ev->event_data.exit.parent_tgid,
+			     (int)ev->event_data.exit.exit_code,
+			ev->event_data.exit.process_pid == ev->event_data.exit.process_tgid);
 		break;
 	default:
 		break;
@@ -520,11 +775,8 @@ static void nl_drain(struct onepanel *op)
 			if (errno == EINTR)
 				continue;
 			if (errno == ENOBUFS) {
-				/* Overrun during an exec storm: events were lost, so
-				 * look for onepanel directly rather than trust them. */
-				log_warn("proc connector overrun; rescanning /proc");
-				if (!op->running)
-					find(op, "scan", true);
+				/* Overrun during an exec storm: events were lost. */
+				reconcile(op, "proc connector overrun");
 				continue;
 			}
 			return;
@@ -553,6 +805,14 @@ static void nl_ready(void *arg, int fd, uint32_t events)
 	(void)fd;
 	(void)events;
 	nl_drain(arg);
+}
+
+static void drain_source(struct onepanel *op)
+{
+	if (op->pl)
+		proclife_consume(op->pl);
+	else
+		nl_drain(op);
 }
 
 static int connector_open(void)
@@ -588,6 +848,8 @@ fail:;
 	return -e;
 }
 
+/* ---- lifecycle ---- */
+
 struct onepanel *onepanel_new(struct loop *l, struct journal *j, const struct onepanel_config *cfg)
 {
 	struct onepanel *op = calloc(1, sizeof(*op));
@@ -602,15 +864,32 @@ struct onepanel *onepanel_new(struct loop *l, struct journal *j, const struct on
 	return op;
 }
 
+static void close_schedlat(struct onepanel *op)
+{
+	schedlat_close(op->sl);
+	op->sl = NULL;
+}
+
+static void close_sources(struct onepanel *op)
+{
+	proclife_close(op->pl);
+	op->pl = NULL;
+	loop_io_del(op->loop, op->nl_io);
+	op->nl_io = NULL;
+	if (op->nl_fd >= 0)
+		close(op->nl_fd);
+	op->nl_fd = -1;
+	loop_timer_free(op->loop, op->rescan);
+	op->rescan = NULL;
+	close_schedlat(op);
+}
+
 void onepanel_free(struct onepanel *op)
 {
 	if (!op)
 		return;
 	untrack(op);
-	loop_io_del(op->loop, op->nl_io);
-	if (op->nl_fd >= 0)
-		close(op->nl_fd);
-	loop_timer_free(op->loop, op->rescan);
+	close_sources(op);
 	free(op->binary);
 	free(op->name);
 	free(op->pid_file);
@@ -618,36 +897,130 @@ void onepanel_free(struct onepanel *op)
 	free(op);
 }
 
+static bool ebpf_wanted(const struct onepanel *op, const char **why)
+{
+	const char *force = getenv("ONESHIELD_FORCE_PROCFS");
+	if (force && *force == '1') {
+		*why = "forced by ONESHIELD_FORCE_PROCFS=1";
+		return false;
+	}
+	if (!op->ebpf.enabled) {
+		*why = "ebpf.enabled is false in the configuration";
+		return false;
+	}
+	return true;
+}
+
+/* The scheduler-delay probe, targets the current process set. */
+static void setup_schedlat(struct onepanel *op)
+{
+	const char *why = NULL;
+	close_schedlat(op);
+	if (!ebpf_wanted(op, &why)) {
+		snprintf(op->schedlat_reason, sizeof(op->schedlat_reason), "off: %s", why);
+		return;
+	}
+	if (!op->ebpf.scheduler_delay) {
+		snprintf(op->schedlat_reason, sizeof(op->schedlat_reason), "off: ebpf.scheduler_delay is false");
+		return;
+	}
+	if (!op->configured) {
+		snprintf(op->schedlat_reason, sizeof(op->schedlat_reason), "off: no onepanel configured");
+		return;
+	}
+	char err[200] = "";
+	int rc = schedlat_open(&op->sl, err, sizeof(err));
+	if (rc) {
+		snprintf(op->schedlat_reason, sizeof(op->schedlat_reason), "unavailable: %s",
+			 err[0] ? err : strerror(-rc));
+		log_warn("onepanel: scheduler delay metrics %s", op->schedlat_reason);
+		return;
+	}
+	op->schedlat_reason[0] = '\0';
+	if (op->running) {
+		schedlat_add_target(op->sl, op->pid);
+		for (size_t i = 0; i < op->nkids; i++)
+			schedlat_add_target(op->sl, op->kids[i].pid);
+	}
+}
+
+int onepanel_prepare(struct onepanel *op, const struct ebpf_config *eb)
+{
+	if (op->running)
+		untrack(op);
+	close_sources(op);
+	op->prepared = true;
+	op->ebpf = *eb;
+	op->rb_drops_seen = 0;
+
+	const char *why = NULL;
+	op->mode_reason[0] = '\0';
+	if (!ebpf_wanted(op, &why)) {
+		snprintf(op->mode_reason, sizeof(op->mode_reason), "%s", why);
+	} else if (op->configured && !op->binary && !op->name) {
+		snprintf(op->mode_reason, sizeof(op->mode_reason),
+			 "onepanel is identified by pid_file only; the kernel-side filter needs onepanel.binary "
+			 "or onepanel.name");
+	} else {
+		struct proclife_opts o = { 0 };
+		char base[16];
+		if (op->name)
+			o.comm = op->name;
+		if (op->binary) {
+			const char *b = strrchr(op->binary, '/');
+			snprintf(base, sizeof(base), "%s", b ? b + 1 : op->binary);
+			if (base[0])
+				o.basename_prefix = base;
+		}
+		char err[200] = "";
+		int rc = proclife_open(op->loop, &o, pl_event, op, &op->pl, err, sizeof(err));
+		if (rc)
+			snprintf(op->mode_reason, sizeof(op->mode_reason), "eBPF process events unavailable: %s",
+				 err[0] ? err : strerror(-rc));
+	}
+	if (op->pl)
+		log_info("eBPF mode: process events through %s tracepoints", proclife_variant(op->pl));
+	else
+		log_warn("procfs mode: %s", op->mode_reason);
+
+	if (!op->pl && op->configured) {
+		/* ONESHIELD_NO_PROC_CONNECTOR=1 forces the /proc-rescan fallback,
+		 * as on a host without the connector (diagnostics and tests). */
+		const char *no_cn = getenv("ONESHIELD_NO_PROC_CONNECTOR");
+		int fd = no_cn && *no_cn == '1' ? -EPROTONOSUPPORT : connector_open();
+		if (fd >= 0) {
+			op->nl_fd = fd;
+			op->nl_io = loop_io_add(op->loop, fd, EPOLLIN, nl_ready, op);
+			if (!op->nl_io) {
+				close(fd);
+				op->nl_fd = -1;
+			}
+		}
+		if (op->nl_fd < 0)
+			log_warn("onepanel: netlink proc connector unavailable (%s); rescanning /proc every %d ms",
+				 strerror(-fd), RESCAN_MS);
+	}
+	/* The rescan timer also covers a master we could not get a pidfd for. */
+	op->rescan = loop_timer_new(op->loop, rescan_tick, op);
+	if (op->rescan && op->configured && !has_event_source(op))
+		loop_timer_arm(op->rescan, RESCAN_MS, RESCAN_MS);
+	setup_schedlat(op);
+	return 0;
+}
+
 int onepanel_start(struct onepanel *op)
 {
+	if (!op->prepared) {
+		struct ebpf_config eb = { .enabled = true, .scheduler_delay = true };
+		onepanel_prepare(op, &eb);
+	}
 	if (!op->configured) {
 		log_info("onepanel: not configured; tracking host metrics only");
 		return 0;
 	}
-	/* ONESHIELD_NO_PROC_CONNECTOR=1 forces the /proc-rescan fallback, as on
-	 * a host without the connector (diagnostics and tests). */
-	const char *no_cn = getenv("ONESHIELD_NO_PROC_CONNECTOR");
-	int fd = no_cn && *no_cn == '1' ? -EPROTONOSUPPORT : connector_open();
-	if (fd >= 0) {
-		op->nl_fd = fd;
-		op->nl_io = loop_io_add(op->loop, fd, EPOLLIN, nl_ready, op);
-		if (!op->nl_io) {
-			close(fd);
-			op->nl_fd = -1;
-		}
-	}
-	if (op->nl_fd < 0)
-		log_warn("onepanel: netlink proc connector unavailable (%s); rescanning /proc every %d ms",
-			 strerror(-fd), RESCAN_MS);
-	/* The rescan timer also covers a process we could not get a pidfd for. */
-	op->rescan = loop_timer_new(op->loop, rescan_tick, op);
-	if (op->rescan && op->nl_fd < 0)
-		loop_timer_arm(op->rescan, RESCAN_MS, RESCAN_MS);
 	find(op, "scan", true);
 	if (!op->running)
 		log_info("onepanel: not running yet; waiting for it to start");
-	if (op->running && op->pidfd < 0 && op->rescan)
-		loop_timer_arm(op->rescan, RESCAN_MS, RESCAN_MS);
 	return 0;
 }
 
@@ -656,7 +1029,7 @@ static bool str_eq(const char *a, const char *b)
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-int onepanel_reconfigure(struct onepanel *op, const struct onepanel_config *cfg)
+int onepanel_reconfigure(struct onepanel *op, const struct onepanel_config *cfg, const struct ebpf_config *eb)
 {
 	struct onepanel tmp = { 0 };
 	set_identity(&tmp, cfg);
@@ -665,15 +1038,21 @@ int onepanel_reconfigure(struct onepanel *op, const struct onepanel_config *cfg)
 	free(tmp.binary);
 	free(tmp.name);
 	free(tmp.pid_file);
-	if (same)
+	if (same && eb->enabled == op->ebpf.enabled) {
+		if (eb->scheduler_delay != op->ebpf.scheduler_delay) {
+			op->ebpf = *eb;
+			setup_schedlat(op);
+		}
+		op->ebpf = *eb;
 		return 0;
-	log_info("onepanel: identity changed; looking for it again");
+	}
+	log_info("onepanel: %s changed; looking for it again", same ? "ebpf.enabled" : "identity");
 	if (op->running)
 		untrack(op);
 	set_identity(op, cfg);
 	op->found_count = 0;
-	if (op->configured && op->nl_fd < 0 && !op->rescan)
-		return onepanel_start(op);
+	op->lost_start = op->lost_end = 0;
+	onepanel_prepare(op, eb);
 	if (op->configured)
 		find(op, "scan", true);
 	return 0;
@@ -692,7 +1071,18 @@ void onepanel_get_state(const struct onepanel *op, struct onepanel_state *st)
 	st->has_last_exit = op->has_last_exit;
 	st->last_exit_code = op->last_exit_code;
 	st->last_exit_signal = op->last_exit_signal;
-	st->tracking = op->nl_fd >= 0 ? "proc_connector" : "rescan";
+	st->tracking = tracking_name(op);
+	st->workers = op->running && has_event_source(op) ? (int64_t)op->nkids : -1;
+	st->mode = onepanel_mode(op);
+	st->mode_reason = op->mode_reason;
+	st->process_events = op->pl ? proclife_variant(op->pl) : "off";
+	st->scheduler_delay = op->sl ? schedlat_mode(op->sl) : "off";
+	st->scheduler_delay_reason = op->schedlat_reason;
+}
+
+const char *onepanel_mode(const struct onepanel *op)
+{
+	return op->pl ? "ebpf" : "procfs";
 }
 
 int onepanel_signal(struct onepanel *op, int sig)
@@ -714,14 +1104,45 @@ void onepanel_on_fork(struct onepanel *op, void (*fn)(void *arg), void *arg)
 	op->fork_arg = arg;
 }
 
+int onepanel_on_procs(struct onepanel *op, void (*fn)(void *arg, pid_t tgid, bool added), void *arg)
+{
+	for (size_t i = 0; i < MAX_PROC_LISTENERS; i++) {
+		if (!op->procs_listeners[i].fn) {
+			op->procs_listeners[i].fn = fn;
+			op->procs_listeners[i].arg = arg;
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+void onepanel_off_procs(struct onepanel *op, void (*fn)(void *arg, pid_t tgid, bool added), void *arg)
+{
+	for (size_t i = 0; i < MAX_PROC_LISTENERS; i++)
+		if (op->procs_listeners[i].fn == fn && op->procs_listeners[i].arg == arg)
+			op->procs_listeners[i].fn = NULL;
+}
+
+size_t onepanel_procs(const struct onepanel *op, pid_t *out, size_t max)
+{
+	size_t n = 0;
+	if (!op->running)
+		return 0;
+	if (n < max)
+		out[n++] = op->pid;
+	for (size_t i = 0; i < op->nkids && n < max; i++)
+		out[n++] = op->kids[i].pid;
+	return n;
+}
+
 int64_t onepanel_forks(const struct onepanel *op)
 {
-	return op->nl_fd >= 0 ? op->forks : -1;
+	return has_event_source(op) ? op->forks : -1;
 }
 
 int64_t onepanel_children(const struct onepanel *op)
 {
-	return op->nl_fd >= 0 && op->running ? (int64_t)op->nkids : -1;
+	return has_event_source(op) && op->running ? (int64_t)op->nkids : -1;
 }
 
 uint64_t onepanel_start_ticks(const struct onepanel *op)
@@ -729,14 +1150,87 @@ uint64_t onepanel_start_ticks(const struct onepanel *op)
 	return op->running ? op->start_ticks : 0;
 }
 
+static void collect_bpf(struct onepanel *op, struct metrics *m)
+{
+	struct proclife_counters c;
+	if (proclife_counters(op->pl, &c) == 0) {
+		if (c.ringbuf_drops > op->rb_drops_seen) {
+			op->rb_drops_seen = c.ringbuf_drops;
+			reconcile(op, "eBPF ring buffer overrun");
+		}
+		metrics_declare(m, "oneshield_agent_bpf_host_execs_total", MT_COUNTER,
+				"Successful execs on the host since the agent loaded its eBPF programs.");
+		metrics_declare(m, "oneshield_agent_bpf_host_forks_total", MT_COUNTER,
+				"New processes on the host since the agent loaded its eBPF programs.");
+		metrics_declare(m, "oneshield_agent_bpf_host_exits_total", MT_COUNTER,
+				"Process exits on the host since the agent loaded its eBPF programs.");
+		metrics_declare(m, "oneshield_agent_bpf_ringbuf_drops_total", MT_COUNTER,
+				"Events lost because an eBPF ring buffer was full.");
+		metrics_declare(m, "oneshield_agent_bpf_events_total", MT_COUNTER,
+				"Process events by stage: written by the kernel, delivered to the tracker, malformed.");
+		metrics_declare(m, "oneshield_agent_bpf_track_full_total", MT_COUNTER,
+				"Processes the kernel could not add to the tracked set (set full).");
+		metrics_declare(m, "oneshield_agent_bpf_stale_tracked_total", MT_COUNTER,
+				"Tracked entries dropped because the pid was reused by another process.");
+		metrics_add(m, "oneshield_agent_bpf_host_execs_total", (double)c.execs, NULL);
+		metrics_add(m, "oneshield_agent_bpf_host_forks_total", (double)c.forks, NULL);
+		metrics_add(m, "oneshield_agent_bpf_host_exits_total", (double)c.exits, NULL);
+		metrics_add(m, "oneshield_agent_bpf_ringbuf_drops_total", (double)c.ringbuf_drops, "module", "proclife",
+			    NULL);
+		metrics_add(m, "oneshield_agent_bpf_events_total", (double)c.events_emitted, "stage", "emitted", NULL);
+		metrics_add(m, "oneshield_agent_bpf_events_total", (double)c.events_delivered, "stage", "delivered",
+			    NULL);
+		metrics_add(m, "oneshield_agent_bpf_events_total", (double)c.events_malformed, "stage", "malformed",
+			    NULL);
+		metrics_add(m, "oneshield_agent_bpf_track_full_total", (double)c.track_full, NULL);
+		metrics_add(m, "oneshield_agent_bpf_stale_tracked_total", (double)c.stale_tracked, NULL);
+	}
+	struct proclife_prog_stat ps[8];
+	int n = proclife_prog_stats(op->pl, ps, 8);
+	if (n > 0) {
+		metrics_declare(m, "oneshield_agent_bpf_prog_runs_total", MT_COUNTER,
+				"Runs of each eBPF program (counted while kernel.bpf_stats_enabled=1).");
+		metrics_declare(m, "oneshield_agent_bpf_prog_run_seconds_total", MT_COUNTER,
+				"Time spent in each eBPF program (counted while kernel.bpf_stats_enabled=1).");
+		metrics_declare(m, "oneshield_agent_bpf_prog_recursion_misses_total", MT_COUNTER,
+				"Runs of each eBPF program the kernel skipped (events lost).");
+		for (int i = 0; i < n; i++) {
+			metrics_add(m, "oneshield_agent_bpf_prog_runs_total", (double)ps[i].run_cnt, "prog", ps[i].name,
+				    NULL);
+			metrics_add(m, "oneshield_agent_bpf_prog_run_seconds_total", (double)ps[i].run_time_ns * 1e-9,
+				    "prog", ps[i].name, NULL);
+			metrics_add(m, "oneshield_agent_bpf_prog_recursion_misses_total", (double)ps[i].recursion_misses,
+				    "prog", ps[i].name, NULL);
+		}
+	}
+}
+
 int onepanel_collect(struct onepanel *op, struct metrics *m)
 {
+	if (op->pl)
+		collect_bpf(op, m);
+	if (op->sl)
+		schedlat_collect(op->sl, m, NULL);
 	if (!op->configured)
 		return 0;
 	metrics_declare(m, "onepanel_up", MT_GAUGE, "1 if the onepanel master process is running.");
 	metrics_declare(m, "onepanel_restarts_total", MT_COUNTER, "Times onepanel was found again after it stopped.");
 	metrics_add(m, "onepanel_up", op->running ? 1 : 0, NULL);
 	metrics_add(m, "onepanel_restarts_total", op->found_count ? (double)(op->found_count - 1) : 0, NULL);
+	if (has_event_source(op)) {
+		metrics_declare(m, "onepanel_worker_starts_total", MT_COUNTER,
+				"Workers the onepanel master forked while the agent watched.");
+		metrics_declare(m, "onepanel_worker_stops_total", MT_COUNTER,
+				"Workers of the onepanel master that exited while the agent watched.");
+		metrics_add(m, "onepanel_worker_starts_total", (double)op->worker_starts, NULL);
+		metrics_add(m, "onepanel_worker_stops_total", (double)op->worker_stops, NULL);
+	}
+	metrics_declare(m, "oneshield_agent_tracking_dropped_total", MT_COUNTER,
+			"Process-tracking records the agent could not keep, by reason.");
+	metrics_add(m, "oneshield_agent_tracking_dropped_total", (double)op->dropped_kids, "reason", "worker_nomem",
+		    NULL);
+	metrics_add(m, "oneshield_agent_tracking_dropped_total", (double)op->dropped_pending, "reason",
+		    "pending_exec_overflow", NULL);
 	if (!op->running)
 		return 0;
 	struct proc_info pi;
@@ -756,7 +1250,7 @@ int onepanel_collect(struct onepanel *op, struct metrics *m)
 	metrics_add(m, "onepanel_resident_memory_bytes", (double)pi.rss_bytes, NULL);
 	metrics_add(m, "onepanel_virtual_memory_bytes", (double)pi.vsize_bytes, NULL);
 	metrics_add(m, "onepanel_threads", (double)pi.threads, NULL);
-	if (op->nl_fd >= 0)
+	if (has_event_source(op))
 		metrics_add(m, "onepanel_children", (double)op->nkids, NULL);
 	else if (pi.children >= 0)
 		metrics_add(m, "onepanel_children", (double)pi.children, NULL);

@@ -147,6 +147,7 @@ int pb_status(const struct agent *a, struct buf *out)
 	Oneshield__Agent__V1__EventsStatus ev = ONESHIELD__AGENT__V1__EVENTS_STATUS__INIT;
 	Oneshield__Agent__V1__MetricsStatus ms = ONESHIELD__AGENT__V1__METRICS_STATUS__INIT;
 	Oneshield__Agent__V1__ApiStatus api = ONESHIELD__AGENT__V1__API_STATUS__INIT;
+	Oneshield__Agent__V1__EbpfStatus eb = ONESHIELD__AGENT__V1__EBPF_STATUS__INIT;
 	char host[256] = "";
 	gethostname(host, sizeof(host) - 1);
 	st.version = (char *)OS_VERSION;
@@ -154,11 +155,17 @@ int pb_status(const struct agent *a, struct buf *out)
 	st.pid = getpid();
 	st.started_unix_nano = unix_ns(a->started_unix);
 	st.uptime_seconds = (double)(loop_now_ms() - a->started_mono_ms) / 1000.0;
-	st.mode = (char *)a->mode;
 	st.config_path = a->cfg->path ? a->cfg->path : (char *)"";
 
 	struct onepanel_state s;
 	onepanel_get_state(a->onepanel, &s);
+	st.mode = (char *)s.mode;
+	st.mode_reason = (char *)s.mode_reason;
+	eb.process_events = (char *)s.process_events;
+	eb.scheduler_delay = (char *)s.scheduler_delay;
+	eb.scheduler_delay_reason = (char *)s.scheduler_delay_reason;
+	st.ebpf = &eb;
+	op.workers = s.workers;
 	op.configured = s.configured;
 	op.state = (char *)(!s.configured ? "not_configured" : s.running ? "running" : "stopped");
 	if (s.running) {

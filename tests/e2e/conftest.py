@@ -19,6 +19,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 AGENT_BIN = os.environ.get("AGENT_BIN", os.path.join(ROOT, "build", "oneshield-agent"))
 SIM_BIN = os.environ.get("SIM_BIN", os.path.join(ROOT, "build", "onepanel-sim"))
 DEADLINE = float(os.environ.get("TEST_DEADLINE", "20"))
+# The suite runs in eBPF mode, and again with ONESHIELD_FORCE_PROCFS=1 (the
+# agents inherit the environment) to check that procfs mode behaves the same.
+FORCE_PROCFS = os.environ.get("ONESHIELD_FORCE_PROCFS") == "1"
+EXPECT_MODE = "procfs" if FORCE_PROCFS else "ebpf"
+EXPECT_TRACKING = "proc_connector" if FORCE_PROCFS else "ebpf"
 
 
 def wait_for(pred, timeout=DEADLINE, what="condition", interval=0.02):

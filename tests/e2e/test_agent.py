@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import AGENT_BIN, SIM_BIN, SSE, Sim, agent_yaml, have, sim_onepanel, wait_for
+from conftest import AGENT_BIN, EXPECT_MODE, EXPECT_TRACKING, SIM_BIN, SSE, Sim, agent_yaml, have, sim_onepanel, wait_for
 
 
 def test_version_and_help():
@@ -61,10 +61,10 @@ def test_start_found_status_and_clean_stop(tmp_path, sim, agents):
     assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
 
     st = a.get("/v1/status").json()
-    assert st["mode"] == "procfs"
+    assert st["mode"] == EXPECT_MODE
     assert st["onepanel"]["state"] == "running"
     assert st["onepanel"]["pid"] == pid
-    assert st["onepanel"]["tracking"] == "proc_connector"
+    assert st["onepanel"]["tracking"] == EXPECT_TRACKING
     assert st["config_path"] == a.config_path
     assert a.get("/healthz").json() == {"status": "ok"}
 
@@ -292,6 +292,7 @@ def test_rescan_fallback_without_proc_connector(tmp_path, sim, agents, monkeypat
     """Where the netlink proc connector is unavailable the agent still finds
     onepanel and sees it stop and start, by a slow /proc rescan."""
     monkeypatch.setenv("ONESHIELD_NO_PROC_CONNECTOR", "1")
+    monkeypatch.setenv("ONESHIELD_FORCE_PROCFS", "1")
     a = agents(tmp_path, agent_yaml(sim_onepanel(sim)))
     assert a.get("/v1/status").json()["onepanel"]["tracking"] == "rescan"
     pid = sim.start()

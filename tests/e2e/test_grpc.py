@@ -20,7 +20,7 @@ import grpc
 import pytest
 import requests
 
-from conftest import DEADLINE, agent_yaml, sim_onepanel, wait_for
+from conftest import DEADLINE, EXPECT_MODE, agent_yaml, sim_onepanel, wait_for
 from grpcstubs import stubs
 
 pb, pb_grpc = stubs()
@@ -211,7 +211,7 @@ def test_get_status_agrees_with_rest(tmp_path, private_sim, gagent):
         assert st.version == r["version"] and st.version
         assert st.hostname == r["hostname"]
         assert st.pid == r["pid"] == a.proc.pid
-        assert st.mode == r["mode"] == "procfs"
+        assert st.mode == r["mode"] == EXPECT_MODE
         assert st.config_path == r["config_path"] == a.config_path
         assert st.uptime_seconds >= 0 and st.started_unix_nano > 0
         op, rop = st.onepanel, r["onepanel"]

@@ -16,7 +16,7 @@ import grpc
 import pytest
 import requests
 
-from conftest import DEADLINE, ROOT, agent_yaml, free_port, have, sim_onepanel, wait_for
+from conftest import DEADLINE, EXPECT_MODE, ROOT, agent_yaml, free_port, have, sim_onepanel, wait_for
 from grpcstubs import stubs
 
 pb, pb_grpc = stubs()
@@ -124,7 +124,7 @@ def test_node_get_status(tmp_path, private_sim, gagent):
     st, r = out[0], g.a.get("/v1/status").json()
     assert st["version"] == r["version"] and st["version"]
     assert st["pid"] == r["pid"] == g.a.proc.pid
-    assert st["mode"] == r["mode"] == "procfs"
+    assert st["mode"] == r["mode"] == EXPECT_MODE
     assert st["config_path"] == g.a.config_path
     assert st["onepanel"]["state"] == r["onepanel"]["state"] == "running"
     assert st["onepanel"]["pid"] == r["onepanel"]["pid"] == pid

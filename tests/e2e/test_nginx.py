@@ -91,24 +91,72 @@ def test_nginx_found_children_stop_and_restart(tmp_path, nginx, agents):
     # both workers counted as children of the master
     wait_for(lambda: "onepanel_children 2" in a.get("/metrics").text, what="2 nginx workers")
 
+    workers = {int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()} \
+        if os.path.exists(f"/proc/{pid}/task/{pid}/children") else None
     s = SSE(a.port, f"/v1/events/stream?after={a.last_seq()}")
-    # graceful stop: exit status 0
+    # graceful stop: the master retires its workers (each a WORKER_STOP,
+    # before the STOP), then exits with status 0
     os.kill(pid, signal.SIGQUIT)
-    stop = s.next()["data"]
-    assert stop["type"] == "ONEPANEL_STOP_MESSAGE" and stop["pid"] == pid and stop["exit_code"] == 0
+    stop, seen = s.wait_type("ONEPANEL_STOP_MESSAGE")
+    stop = stop["data"]
+    assert stop["pid"] == pid and stop["exit_code"] == 0
+    wstops = [e["data"] for e in seen if e["event"] == "ONEPANEL_WORKER_STOP_MESSAGE"]
+    assert len(wstops) == 2 and all(w["fields"]["ppid"] == str(pid) and w["exit_code"] == 0 for w in wstops)
+    if workers is not None:
+        assert {w["pid"] for w in wstops} == workers
+    assert [e["event"] for e in seen] == ["ONEPANEL_WORKER_STOP_MESSAGE"] * 2 + ["ONEPANEL_STOP_MESSAGE"]
     nginx.proc.wait(timeout=20)
 
     pid2 = nginx.start()
-    found2 = s.next()["data"]
-    assert found2["type"] == "ONEPANEL_FOUND_MESSAGE" and found2["pid"] == pid2
+    found2, seen = s.wait_type("ONEPANEL_FOUND_MESSAGE")
+    assert seen == [found2] and found2["data"]["pid"] == pid2
     assert a.get("/v1/status").json()["onepanel"]["restarts"] == 1
+    wait_for(lambda: a.get("/v1/status").json()["onepanel"].get("workers") == 2, what="2 workers of the new master")
 
     # the whole process group killed: the master died of SIGKILL
     os.killpg(pid2, signal.SIGKILL)
-    stop2 = s.next()["data"]
-    assert stop2["type"] == "ONEPANEL_STOP_MESSAGE" and stop2["pid"] == pid2 and stop2["signal"] == 9
+    stop2, _ = s.wait_type("ONEPANEL_STOP_MESSAGE")
+    stop2 = stop2["data"]
+    assert stop2["pid"] == pid2 and stop2["signal"] == 9
     s.close()
     assert a.stop() == 0
+
+
+def test_nginx_reload_replaces_workers(tmp_path, nginx, agents):
+    """A reload (SIGHUP) makes nginx fork new workers and retire the old ones:
+    seen as WORKER_START for each new one and WORKER_STOP for each old one,
+    while the master stays (no STOP, no FOUND)."""
+    pid = nginx.start()
+    a = agents(tmp_path, nginx_agent(nginx))
+    a.wait_event("ONEPANEL_FOUND_MESSAGE")
+    wait_for(lambda: a.get("/v1/status").json()["onepanel"].get("workers") == 2, what="2 nginx workers")
+    old = {int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()}
+    assert len(old) == 2
+    # workers forked after the agent subscribed (nginx was still starting)
+    # are reported too: the counters below are those plus the reload's
+    base = a.last_seq()
+    n0 = {t: len(a.events(types=[t])) for t in ("ONEPANEL_WORKER_START_MESSAGE", "ONEPANEL_WORKER_STOP_MESSAGE")}
+    s = SSE(a.port, f"/v1/events/stream?after={base}")
+    os.kill(pid, signal.SIGHUP)
+    starts, stops = {}, {}
+    while len(starts) < 2 or len(stops) < 2:
+        e = s.next()
+        d = e["data"]
+        assert e["event"] in ("ONEPANEL_WORKER_START_MESSAGE", "ONEPANEL_WORKER_STOP_MESSAGE"), e
+        assert d["fields"]["ppid"] == str(pid)
+        (starts if e["event"] == "ONEPANEL_WORKER_START_MESSAGE" else stops)[d["pid"]] = d
+    s.close()
+    assert set(stops) == old
+    assert not set(starts) & old
+    assert all(d["exit_code"] == 0 for d in stops.values())
+    # the old ones may still be zombies until the master reaps them
+    wait_for(lambda: {int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()} == set(starts),
+             what="the master's children are the new workers")
+    st = a.get("/v1/status").json()["onepanel"]
+    assert st["pid"] == pid and st["workers"] == 2 and st["restarts"] == 0
+    want = (f"onepanel_worker_starts_total {n0['ONEPANEL_WORKER_START_MESSAGE'] + 2}",
+            f"onepanel_worker_stops_total {n0['ONEPANEL_WORKER_STOP_MESSAGE'] + 2}")
+    wait_for(lambda: all(x in a.get("/metrics").text for x in want), what=f"worker counters in /metrics: {want}")
 
 
 def test_nginx_found_by_scan_without_pid_file(tmp_path, nginx, agents):
