@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/* Syscall investigation of onepanel's processes: per syscall number, count,
+ * errors and a log2 latency histogram in kernel maps (see
+ * include/sysprobe.h). Attached only while an investigation runs: with a
+ * program on raw_syscalls:sys_enter/sys_exit every thread of the host takes
+ * the slow syscall path, target or not.
+ *
+ * The common path is a thread that is not a target: one inlined array
+ * lookup (`target_bits`, a bitmap by tgid) and no clock read. For a target:
+ *
+ *   sys_enter  start = { now, nr } in the thread's start entry
+ *   sys_exit   start consumed (ts = 0); sample now - ts into stats[nr] when
+ *              the entry belongs to this attach and to this syscall
+ *
+ * Samples that are not taken, on purpose:
+ *   - syscalls in flight at attach (entered before it; a start entry left
+ *     from an earlier attach is older than `since_ns`) or at detach;
+ *   - the sys_exit of clone/fork in the new thread (it never entered);
+ *   - exit/exit_group, which never return.
+ * The syscall number is checked again at sys_exit (regs->orig_ax) so that a
+ * stale hash entry of a dead thread (its last syscall was exit) is never
+ * paired with the first sys_exit of a new thread reusing the tid;
+ * rt_sigreturn sets orig_ax to -1 and is accepted as is.
+ *
+ * Start entries live in task storage when the kernel has it for tracing
+ * programs (freed with the task), otherwise in the `starts` hash keyed by
+ * thread id: preallocated and bounded; an entry stays for the thread's life
+ * and is rewritten in place (insert once, no delete per syscall: both are
+ * far slower than a write). When it is full, SYSPROBE_DROP_NO_START counts
+ * the syscall.
+ *
+ * Concurrency: stats and drops are per-CPU and written without atomics. A
+ * program does not nest on its CPU (the kernel skips a recursive run and
+ * counts a recursion miss), syscall tracepoints never fire in IRQ context,
+ * and BPF runs them with preemption off. A start entry is written only by
+ * its own thread.
+ *
+ * Two program sets: tp_btf (typed arguments, task storage possible) and
+ * raw_tp (CO-RE reads, hash only). Userspace autoloads one of them. */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "sysprobe.h"
+
+/* Set by userspace before load: the verifier prunes the branch not taken. */
+const volatile bool use_task_storage = false;   /* tp_btf set only */
+
+/* Set by userspace before each attach: a start stamped earlier belongs to a
+ * previous investigation. */
+__u64 since_ns = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SYSPROBE_TGID_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} target_bits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sysprobe_start);
+} task_starts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SYSPROBE_MAX_THREADS);
+	__type(key, __u32);
+	__type(value, struct sysprobe_start);
+} starts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SYSPROBE_NR_SLOTS);
+	__type(key, __u32);
+	__type(value, struct sysprobe_stat);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SYSPROBE_DROPS);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+#if defined(__TARGET_ARCH_x86)
+#define REGS_SYSCALL_NR(btf, regs) ((btf) ? (long)(regs)->orig_ax : (long)BPF_CORE_READ(regs, orig_ax))
+#elif defined(__TARGET_ARCH_arm64)
+#define REGS_SYSCALL_NR(btf, regs) ((btf) ? (long)(regs)->syscallno : (long)BPF_CORE_READ(regs, syscallno))
+#else
+#error "sysprobe: syscall number register unknown for this architecture"
+#endif
+
+static __always_inline void drop_inc(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&drops, &which);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0, shift;
+
+	shift = (v > 0xffffffffULL) << 5; v >>= shift; r |= shift;
+	shift = (v > 0xffff) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xff) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xf) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	r |= (v >> 1);
+	return r;
+}
+
+static __always_inline bool is_target(__u32 tgid)
+{
+	__u32 word = tgid / 64;
+	if (tgid >= SYSPROBE_TGID_LIMIT)
+		return false;
+	__u64 *bits = bpf_map_lookup_elem(&target_bits, &word);
+	return bits && (*bits & (1ULL << (tgid % 64)));
+}
+
+/* The current thread's start entry; with create, make an empty one when
+ * missing (counted as a drop when that fails). */
+static __always_inline struct sysprobe_start *start_get(__u32 pid, bool create, bool btf)
+{
+	struct sysprobe_start *st;
+
+	if (btf && use_task_storage) {
+		st = bpf_task_storage_get(&task_starts, bpf_get_current_task_btf(), 0,
+					  create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+		if (!st && create)
+			drop_inc(SYSPROBE_DROP_NO_START);
+		return st;
+	}
+	st = bpf_map_lookup_elem(&starts, &pid);
+	if (st || !create)
+		return st;
+	struct sysprobe_start zero = {};
+	long err = bpf_map_update_elem(&starts, &pid, &zero, BPF_NOEXIST);
+	if (err && err != -17 /* EEXIST */) {
+		drop_inc(SYSPROBE_DROP_NO_START);
+		return NULL;
+	}
+	st = bpf_map_lookup_elem(&starts, &pid);
+	if (!st)
+		drop_inc(SYSPROBE_DROP_NO_START);
+	return st;
+}
+
+static __always_inline int on_enter(long id, bool btf)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = (__u32)(pid_tgid >> 32);
+	if (!is_target(tgid))
+		return 0;
+	struct sysprobe_start *st = start_get((__u32)pid_tgid, true, btf);
+	if (!st)
+		return 0;
+	st->nr = (__u32)id;
+	st->tgid = tgid;
+	st->ts = bpf_ktime_get_ns();
+	return 0;
+}
+
+static __always_inline int on_exit(struct pt_regs *regs, long ret, bool btf)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_target((__u32)(pid_tgid >> 32)))
+		return 0;
+	struct sysprobe_start *st = start_get((__u32)pid_tgid, false, btf);
+	if (!st || !st->ts)
+		return 0;
+	__u64 now = bpf_ktime_get_ns(), ts = st->ts;
+	__u32 nr = st->nr;
+	st->ts = 0;
+	if (ts < since_ns || now < ts)
+		return 0;
+	long exit_nr = REGS_SYSCALL_NR(btf, regs);
+	if (exit_nr != -1 && (__u32)exit_nr != nr)
+		return 0;
+
+	__u32 idx = nr;
+	if (nr >= SYSPROBE_MAX_NR) {
+		idx = SYSPROBE_NR_OTHER;
+		drop_inc(SYSPROBE_DROP_NR_RANGE);
+	}
+	struct sysprobe_stat *s = bpf_map_lookup_elem(&stats, &idx);
+	if (!s)
+		return 0;
+	__u64 d = now - ts;
+	__u32 slot = log2_u64(d);
+	if (slot >= SYSPROBE_SLOTS)
+		slot = SYSPROBE_SLOTS - 1;
+	s->count += 1;
+	if (ret < 0 && ret >= -4095)
+		s->errors += 1;
+	s->sum_ns += d;
+	s->slots[slot] += 1;
+	return 0;
+}
+
+/* ---- tp_btf: typed arguments ---- */
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sysprobe_enter_btf, struct pt_regs *regs, long id)
+{
+	return on_enter(id, true);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sysprobe_exit_btf, struct pt_regs *regs, long ret)
+{
+	return on_exit(regs, ret, true);
+}
+
+/* ---- raw_tp: the same on kernels without tp_btf ---- */
+
+SEC("raw_tp/sys_enter")
+int BPF_PROG(sysprobe_enter_raw, struct pt_regs *regs, long id)
+{
+	return on_enter(id, false);
+}
+
+SEC("raw_tp/sys_exit")
+int BPF_PROG(sysprobe_exit_raw, struct pt_regs *regs, long ret)
+{
+	return on_exit(regs, ret, false);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
