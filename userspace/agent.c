@@ -12,6 +12,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "onepanel.h"
+#include "probes.h"
 #include "procfs.h"
 #include "rest.h"
 #include "grpc_server.h"
@@ -48,6 +49,12 @@ cJSON *agent_status_json(const struct agent *a)
 	cJSON_AddStringToObject(eb, "scheduler_delay", st.scheduler_delay);
 	if (st.scheduler_delay_reason[0])
 		cJSON_AddStringToObject(eb, "scheduler_delay_reason", st.scheduler_delay_reason);
+	if (a->probes) {
+		cJSON *pj = probes_json(a->probes);
+		cJSON *ps = pj ? cJSON_GetObjectItem(pj, "state") : NULL;
+		cJSON_AddStringToObject(eb, "syscall_investigation", cJSON_IsString(ps) ? ps->valuestring : "?");
+		cJSON_Delete(pj);
+	}
 
 	cJSON *op = cJSON_AddObjectToObject(o, "onepanel");
 	cJSON_AddBoolToObject(op, "configured", st.configured);
@@ -144,6 +151,8 @@ int agent_collect(struct agent *a)
 		return -1;
 	procfs_collect_host(m, "/proc");
 	onepanel_collect(a->onepanel, m);
+	if (a->probes)
+		probes_collect(a->probes, m);
 	collect_self(a, m);
 	metrics_free(a->snapshot);
 	a->snapshot = m;

@@ -19,6 +19,7 @@ struct onepanel;
 struct rest;
 struct grpc_api;
 struct cfgapply;
+struct probes;
 
 struct agent {
 	struct agent_config *cfg;
@@ -29,6 +30,7 @@ struct agent {
 	struct rest *rest;
 	struct grpc_api *grpc;
 	struct cfgapply *cfgapply;
+	struct probes *probes;    /* syscall investigations */
 	struct metrics *snapshot; /* last complete collection, never NULL once started */
 	const char *mode;         /* "procfs" (no eBPF) or "ebpf" */
 	double started_unix;

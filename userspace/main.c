@@ -30,6 +30,7 @@
 #include "rest.h"
 #include "testgen.h"
 #include "cfgapply.h"
+#include "probes.h"
 #include "grpc_server.h"
 
 #define DRAIN_MS 2000
@@ -147,6 +148,7 @@ static void reload_config(void)
 		log_warn("config reload: events.journal_size takes effect at the next start");
 	onepanel_reconfigure(A.onepanel, &nc->onepanel, &nc->ebpf);
 	A.mode = onepanel_mode(A.onepanel);
+	probes_reconfigure(A.probes, &nc->ebpf);
 	if (nc->metrics.interval_ms != A.cfg->metrics.interval_ms)
 		loop_timer_arm(collect_timer, nc->metrics.interval_ms, nc->metrics.interval_ms);
 	config_free(A.cfg);
@@ -254,6 +256,9 @@ int main(int argc, char **argv)
 		return 1;
 	onepanel_prepare(A.onepanel, &A.cfg->ebpf);
 	A.mode = onepanel_mode(A.onepanel);
+	A.probes = probes_new(A.loop, A.onepanel, &A.cfg->ebpf);
+	if (!A.probes)
+		return 1;
 	agent_collect(&A);
 	if (start_rest(A.cfg, &A.rest) || start_grpc(A.cfg, &A.grpc)) {
 		exit_code = 1;
@@ -315,6 +320,7 @@ out:
 	rest_stop(A.rest);
 	loop_timer_free(A.loop, collect_timer);
 	cfgapply_free(A.cfgapply);
+	probes_free(A.probes);
 	onepanel_free(A.onepanel);
 	metrics_free(A.snapshot);
 	journal_free(A.journal);

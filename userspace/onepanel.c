@@ -76,6 +76,8 @@ struct onepanel {
 	uint64_t found_count;
 	bool have_exit;         /* exit status of the tracked tgid seen by the source */
 	bool dead;              /* the source saw the whole master exit */
+	uint64_t exit_kns;      /* when the source saw it (kernel CLOCK_MONOTONIC ns) */
+	uint64_t ev_kns;        /* the event being handled: when the kernel saw it, 0 unknown */
 	int exit_status;        /* wait(2)-style status */
 	bool has_last_exit;
 	int last_exit_code, last_exit_signal;
@@ -429,7 +431,10 @@ static void track(struct onepanel *op, pid_t pid, const struct proc_info *pi, co
 			log_warn("onepanel: cannot track pid %d in the kernel: %s", pid, strerror(-rc));
 	}
 	notify_procs(op, pid, true);
-	if (has_event_source(op))
+	/* A process found at its exec has no children we have not heard of:
+	 * its forks come after the exec in the source's stream. One found
+	 * otherwise (pid file, scan, an exec adopted late) may have some. */
+	if (has_event_source(op) && strcmp(how, "exec") != 0)
 		seed_kids(op);
 
 	if (op->found_count++ > 0)
@@ -444,6 +449,8 @@ static void track(struct onepanel *op, pid_t pid, const struct proc_info *pi, co
 		event_set_field(e, "found_by", "%s", how);
 		event_set_field(e, "restarts", "%llu", (unsigned long long)(op->found_count - 1));
 		event_set_field(e, "tracking", "%s", tracking_name(op));
+		if (op->ev_kns)
+			event_set_field(e, "kernel_ns", "%llu", (unsigned long long)op->ev_kns);
 		if (has_event_source(op))
 			event_set_field(e, "workers", "%zu", op->nkids);
 		journal_append(op->journal, e);
@@ -502,6 +509,8 @@ static void emit_stop(struct onepanel *op)
 		e->pid = pid;
 		event_set_field(e, "exe", "%s", op->exe);
 		event_set_field(e, "uptime_seconds", "%.3f", uptime);
+		if (op->have_exit && op->exit_kns)
+			event_set_field(e, "kernel_ns", "%llu", (unsigned long long)op->exit_kns);
 		journal_append(op->journal, e);
 	}
 	struct timespec bt;
@@ -547,6 +556,8 @@ static void emit_worker(struct onepanel *op, bool start, pid_t pid, bool has_sta
 	if (e) {
 		e->pid = pid;
 		event_set_field(e, "ppid", "%d", op->pid);
+		if (op->ev_kns)
+			event_set_field(e, "kernel_ns", "%llu", (unsigned long long)op->ev_kns);
 		journal_append(op->journal, e);
 	}
 }
@@ -592,7 +603,7 @@ static void adopt_pending(struct onepanel *op)
 		pid_t pid = op->pending[i].pid;
 		if (procfs_read_proc(PROC_ROOT, pid, &pi) == 0 && pi.start_ticks == op->pending[i].start_ticks &&
 		    pi.state != 'Z' && matches(op, pid, &pi))
-			track(op, pid, &pi, "exec");
+			track(op, pid, &pi, "exec_pending");
 	}
 	op->npending = 0;
 }
@@ -703,9 +714,12 @@ static void on_proc_exit(struct onepanel *op, pid_t tgid, uint64_t start, pid_t 
 	if (tgid == op->pid && (!start || start == op->start_ticks)) {
 		op->have_exit = true;
 		op->exit_status = status;
+		op->exit_kns = op->ev_kns;
 		op->dead = op->dead || whole;
-		/* Without a pidfd the source's exit is the commit point. */
-		if (whole && op->pidfd < 0 && op->pl)
+		/* eBPF reports the exit of the last thread once, at
+		 * sched_process_exit: commit there, without waiting for the
+		 * pidfd (find() skips the dying master by its start time). */
+		if (whole && op->pl)
 			master_gone(op);
 		return;
 	}
@@ -725,6 +739,15 @@ static void pl_event(void *arg, const struct proclife_event *ev)
 {
 	struct onepanel *op = arg;
 	uint64_t start = proclife_ns_to_ticks(ev->start_ns);
+	/* ts_ns is CLOCK_BOOTTIME; events carry CLOCK_MONOTONIC like the
+	 * connector's (the two differ by the time spent suspended) */
+	struct timespec b, m;
+	clock_gettime(CLOCK_BOOTTIME, &b);
+	clock_gettime(CLOCK_MONOTONIC, &m);
+	int64_t off = ((int64_t)b.tv_sec - m.tv_sec) * 1000000000 + (b.tv_nsec - m.tv_nsec);
+	if (off < 0) /* the two reads are not simultaneous */
+		off = 0;
+	op->ev_kns = ev->ts_ns > (uint64_t)off ? ev->ts_ns - (uint64_t)off : 0;
 	switch (ev->type) {
 	case PROCLIFE_EXEC:
 		if (ev->flags & PROCLIFE_F_MATCHED)
@@ -740,12 +763,14 @@ static void pl_event(void *arg, const struct proclife_event *ev)
 	default:
 		break;
 	}
+	op->ev_kns = 0;
 }
 
 /* ---- netlink proc connector source ---- */
 
 static void handle_proc_event(struct onepanel *op, const struct proc_event *ev)
 {
+	op->ev_kns = ev->timestamp_ns;
 	switch (ev->what) {
 	case PROC_EVENT_EXEC:
 		on_proc_exec(op, ev->event_data.exec.process_tgid, false);
@@ -762,6 +787,7 @@ static void handle_proc_event(struct onepanel *op, const struct proc_event *ev)
 	default:
 		break;
 	}
+	op->ev_kns = 0;
 }
 
 static void nl_drain(struct onepanel *op)

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "probes.h"
 #include "testgen.h"
 
 #define HEARTBEAT_MS 15000
@@ -64,6 +65,7 @@ struct req {
 	size_t body_len;
 	struct buf body;      /* kept only for POST /v1/config/apply */
 	bool keep_body;
+	bool method_post;
 	/* a config apply running for this request */
 	struct MHD_Connection *conn;
 	cJSON *result;
@@ -618,6 +620,43 @@ static enum MHD_Result h_testgen(struct rest *r, struct MHD_Connection *c)
 	return send_json(c, MHD_HTTP_ACCEPTED, j);
 }
 
+/* GET /v1/probes/syscalls: the current or last investigation.
+ * POST /v1/probes/syscalls {"duration_s": N}: start one (202), or 409 when
+ * one runs, 400 for a bad body, 503 without eBPF or onepanel. */
+static enum MHD_Result h_probes(struct rest *r, struct MHD_Connection *c, struct req *q)
+{
+	const char *bad;
+	static const char *const none[] = { NULL };
+	if (check_query(c, none, &bad))
+		return send_error(c, MHD_HTTP_BAD_REQUEST, "unknown query parameter \"%.64s\"", bad);
+	const char *method = q->method_post ? "POST" : "GET";
+	if (strcmp(method, "POST") == 0) {
+		if (q->body_len > MAX_BODY)
+			return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body over %d bytes", MAX_BODY);
+		cJSON *in = cJSON_ParseWithLength(q->body.data ? q->body.data : "", q->body.len);
+		cJSON *d = in ? cJSON_GetObjectItemCaseSensitive(in, "duration_s") : NULL;
+		bool ok = cJSON_IsObject(in) && cJSON_IsNumber(d) && cJSON_GetArraySize(in) == 1;
+		double dur = ok ? d->valuedouble : 0;
+		cJSON_Delete(in);
+		if (!ok)
+			return send_error(c, MHD_HTTP_BAD_REQUEST,
+					  "body must be a JSON object {\"duration_s\": seconds} and nothing else");
+		char err[256];
+		int rc = probes_start(r->agent->probes, dur, err, sizeof(err));
+		if (rc) {
+			unsigned code = rc == -EINVAL ? MHD_HTTP_BAD_REQUEST
+				      : rc == -EBUSY  ? MHD_HTTP_CONFLICT
+						      : MHD_HTTP_SERVICE_UNAVAILABLE;
+			return send_error(c, code, "%s", err);
+		}
+		return send_json(c, MHD_HTTP_ACCEPTED, probes_json(r->agent->probes));
+	}
+	cJSON *j = probes_json(r->agent->probes);
+	if (!j)
+		return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+	return send_json(c, MHD_HTTP_OK, j);
+}
+
 /* ---- routing ---- */
 
 struct route {
@@ -637,6 +676,7 @@ static const struct route routes[] = {
 	{ "/v1/config", NULL, h_config_list, "GET" },
 	{ "/v1/config/file", NULL, h_config_file, "GET" },
 	{ "/v1/config/apply", NULL, h_config_apply, "POST" },
+	{ "/v1/probes/syscalls", NULL, h_probes, "GET,POST" },
 };
 
 static const struct route *find_route(const char *url)
@@ -661,12 +701,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			return MHD_NO;
 		buf_init(&q->body);
 		const struct route *rt = find_route(url);
-		q->keep_body = rt && rt->fnq == h_config_apply && strcmp(method, "POST") == 0;
+		q->method_post = strcmp(method, "POST") == 0;
+		q->keep_body = rt && (rt->fnq == h_config_apply || rt->fnq == h_probes) && q->method_post;
 		*con_cls = q;
 		return MHD_YES;
 	}
+	bool is_probes = strcmp(url, "/v1/probes/syscalls") == 0;
 	if (*upload_size) {
-		size_t limit = q->keep_body ? apply_body_limit(r->agent) : MAX_BODY;
+		size_t limit = q->keep_body && !is_probes ? apply_body_limit(r->agent) : MAX_BODY;
 		if (q->body_len <= limit && q->body_len + *upload_size <= limit && q->keep_body)
 			buf_append(&q->body, upload, *upload_size);
 		q->body_len += *upload_size;
@@ -685,15 +727,19 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	}
 	if (!rt)
 		return send_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint: %.128s", url);
-	bool get = strcmp(rt->method, "GET") == 0;
-	if (strcmp(method, rt->method) != 0 && !(get && strcmp(method, "HEAD") == 0)) {
+	bool get = strncmp(rt->method, "GET", 3) == 0;
+	bool both = strcmp(rt->method, "GET,POST") == 0;
+	bool allowed = strcmp(method, rt->method) == 0 ||
+		       (get && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) ||
+		       (both && strcmp(method, "POST") == 0);
+	if (!allowed) {
 		char msg[128];
 		snprintf(msg, sizeof(msg), "method %.16s not allowed on %s (use %s)", method, rt->path, rt->method);
 		cJSON *j = cJSON_CreateObject();
 		cJSON_AddStringToObject(j, "error", msg);
 		cJSON_AddNumberToObject(j, "status", MHD_HTTP_METHOD_NOT_ALLOWED);
 		return send_json_hdr(c, MHD_HTTP_METHOD_NOT_ALLOWED, j, MHD_HTTP_HEADER_ALLOW,
-				     get ? "GET, HEAD" : rt->method);
+				     both ? "GET, HEAD, POST" : get ? "GET, HEAD" : rt->method);
 	}
 	return rt->fn ? rt->fn(r, c) : rt->fnq(r, c, q);
 }

@@ -99,6 +99,12 @@ class Agent:
     def get(self, path, **kw):
         return requests.get(self.base + path, timeout=10, **kw)
 
+    def post(self, path, **kw):
+        return requests.post(self.base + path, timeout=10, **kw)
+
+    def request(self, method, path, **kw):
+        return requests.request(method, self.base + path, timeout=10, **kw)
+
     def events(self, after=0, types=None):
         params = {"after": after}
         if types:

@@ -121,7 +121,7 @@ def test_restart_is_stop_then_found(tmp_path, sim, agents):
     assert stop["data"]["pid"] == pid1
     assert found["data"]["pid"] == pid2
     assert found["id"] > stop["id"]
-    assert found["data"]["fields"]["found_by"] in ("exec", "pid_file")
+    assert found["data"]["fields"]["found_by"] in ("exec", "exec_pending", "pid_file")
     st = a.get("/v1/status").json()["onepanel"]
     assert st["pid"] == pid2 and st["restarts"] == 1
     m = a.get("/metrics").text
