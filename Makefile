@@ -8,6 +8,7 @@
 #   make bench-idle   idle RSS/CPU of the agent beside onepanel
 #   make bench-grpc   gRPC event fan-out and unary throughput
 #   make bench-apply  the agent's own time per config apply (1 and 100 files)
+#   make bench-ebpf   eBPF event latency, probe overhead on nginx, getpid cost
 #
 # Generated files (skeletons, protobuf-c output) go to $(BUILD) only.
 
@@ -67,7 +68,7 @@ FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 20
 
 .SECONDARY:
-.PHONY: vmlinux all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc bench-apply fuzz fuzz-smoke clean
+.PHONY: vmlinux all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc bench-apply bench-ebpf fuzz fuzz-smoke clean
 all: agent plugin sim
 agent: $(BUILD)/oneshield-agent
 plugin: $(BUILD)/oneshield-agent-grpc.so
@@ -180,6 +181,15 @@ bench-grpc: all
 
 bench-apply: all
 	$(PYTHON) tests/bench/apply.py --agent $(BUILD)/oneshield-agent --sim $(BUILD)/onepanel-sim $(BENCH_ARGS)
+
+# eBPF: event latency (eBPF vs procfs mode), nginx under wrk with and without
+# the agent's probes and an investigation, getpid() of a bystander.
+$(BUILD)/bench/getpid_loop: tests/bench/getpid_loop.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
+
+bench-ebpf: all $(BUILD)/bench/getpid_loop
+	$(PYTHON) tests/bench/ebpf.py --agent $(BUILD)/oneshield-agent --getpid $(BUILD)/bench/getpid_loop $(BENCH_ARGS)
 
 bench-idle: all
 	$(PYTHON) tests/bench/idle.py --agent $(BUILD)/oneshield-agent --sim $(BUILD)/onepanel-sim $(BENCH_ARGS)

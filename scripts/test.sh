@@ -62,6 +62,21 @@ run_suite "default" build
 if [ "${SKIP_PROCFS:-0}" != 1 ]; then
     ONESHIELD_FORCE_PROCFS=1 run_pytest "procfs-mode" build
 fi
+# valgrind (memcheck): the eBPF modules' unit tests and the agent itself,
+# with tests/valgrind.supp for libbpf's partly filled bpf() attributes.
+if [ "${SKIP_VALGRIND:-0}" != 1 ]; then
+    echo "=== valgrind: eBPF unit tests and the agent"
+    for t in test_proclife test_schedlat test_sysprobe; do
+        if valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+            --suppressions=tests/valgrind.supp build/tests/$t >"$log/$t.valgrind.log" 2>&1; then
+            passed=$((passed + 1)); echo "ok   $t (valgrind)"
+        else
+            failed=$((failed + 1)); failures+=("valgrind: $t"); echo "FAIL $t (valgrind)"
+            tail -50 "$log/$t.valgrind.log"
+        fi
+    done
+    PYTEST_ARGS="-k valgrind" ONESHIELD_VALGRIND=1 run_pytest "valgrind" build
+fi
 if [ "${SKIP_ASAN:-0}" != 1 ]; then
     run_suite "asan" build-asan SAN=1
 fi
