@@ -143,6 +143,25 @@ static void test_defaults(void **state)
 	config_free(NULL);
 }
 
+static void test_ebpf_section(void **state)
+{
+	struct agent_config *c;
+	(void)state;
+	c = parse_ok("api: {}\n");
+	assert_true(c->ebpf.enabled);
+	assert_true(c->ebpf.scheduler_delay);
+	assert_int_equal(c->ebpf.syscall_probe_max_ms, 300000);
+	assert_false(c->ebpf.syscall_probe_always_on);
+	config_free(c);
+	c = parse_ok("ebpf:\n  enabled: false\n  scheduler_delay: off\n  syscall_probe_max_duration: 1h\n"
+		     "  syscall_probe_always_on: yes\n");
+	assert_false(c->ebpf.enabled);
+	assert_false(c->ebpf.scheduler_delay);
+	assert_int_equal(c->ebpf.syscall_probe_max_ms, 3600000);
+	assert_true(c->ebpf.syscall_probe_always_on);
+	config_free(c);
+}
+
 static void test_onepanel_variants(void **state)
 {
 	struct agent_config *c;
@@ -321,6 +340,12 @@ static const struct err_case err_cases[] = {
 	E("subscribers_big", "api:\n  max_subscribers: 10001\n", 2,
 	  "api.max_subscribers: \"10001\" is out of range (1..10000)"),
 	E("sse_clients_negative", "api:\n  max_sse_clients: -5\n", 2, "api.max_sse_clients: \"-5\" is not a number"),
+	/* ebpf */
+	E("ebpf_enabled_word", "ebpf:\n  enabled: maybe\n", 2, "ebpf.enabled"),
+	E("ebpf_unknown_key", "ebpf:\n  kprobes: true\n", 2, "kprobes"),
+	E("ebpf_probe_max_short", "ebpf:\n  syscall_probe_max_duration: 500ms\n", 2,
+	  "ebpf.syscall_probe_max_duration: \"500ms\" is out of range"),
+	E("ebpf_probe_max_long", "ebpf:\n  syscall_probe_max_duration: 25h\n", 2, "is out of range"),
 	/* documents */
 	E("empty_file", "", 1, "empty configuration"),
 	E("comments_only", "# nothing here\n# at all\n", 1, "empty configuration"),
@@ -849,6 +874,7 @@ int main(void)
 		cmocka_unit_test(test_full_example),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_onepanel_variants),
+		cmocka_unit_test(test_ebpf_section),
 		cmocka_unit_test(test_err_too_big),
 		cmocka_unit_test(test_err_nul_in_text),
 		cmocka_unit_test(test_err_deep_nesting),
