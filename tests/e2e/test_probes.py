@@ -67,14 +67,20 @@ def target(tmp_path):
     t.stop()
 
 
+def bpftool_json(what):
+    """bpftool's listing walks ids and then opens each: an object freed in
+    between (another process exiting) makes it fail; list again."""
+    for _ in range(20):
+        r = subprocess.run(["bpftool", "-j", what, "show"], capture_output=True, text=True)
+        if r.returncode == 0:
+            return json.loads(r.stdout or "[]")
+    raise AssertionError(f"bpftool {what} show kept failing: {r.stderr}")
+
+
 def syscall_links():
     """Kernel links of sysprobe programs on the syscall tracepoints."""
-    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                                      check=True).stdout or "[]")
-    ours = {p["id"] for p in progs if p.get("name", "").startswith("sysprobe_")}
-    links = json.loads(subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True,
-                                      check=True).stdout or "[]")
-    return [l for l in links if l.get("prog_id") in ours]
+    ours = {p["id"] for p in bpftool_json("prog") if p.get("name", "").startswith("sysprobe_")}
+    return [l for l in bpftool_json("link") if l.get("prog_id") in ours]
 
 
 def by_name(res, name):
