@@ -36,6 +36,7 @@
 #include "metrics.h"
 #include "oneshield/agent/v1/agent.pb-c.h"
 #include "pbconv.h"
+#include "probes.h"
 #include "reflection.h"
 
 #define PENDING_REQUESTS 8       /* grpc_server_request_call kept armed */
@@ -54,6 +55,8 @@ enum method {
 	M_GET_CONFIG,
 	M_GET_CONFIG_FILE,
 	M_APPLY_CONFIG,
+	M_START_SYSCALL_INVESTIGATION,
+	M_GET_SYSCALL_INVESTIGATION,
 };
 
 static const struct {
@@ -67,6 +70,8 @@ static const struct {
 	{ "/oneshield.agent.v1.Agent/GetConfig", M_GET_CONFIG },
 	{ "/oneshield.agent.v1.Agent/GetConfigFile", M_GET_CONFIG_FILE },
 	{ "/oneshield.agent.v1.Agent/ApplyConfig", M_APPLY_CONFIG },
+	{ "/oneshield.agent.v1.Agent/StartSyscallInvestigation", M_START_SYSCALL_INVESTIGATION },
+	{ "/oneshield.agent.v1.Agent/GetSyscallInvestigation", M_GET_SYSCALL_INVESTIGATION },
 };
 
 enum tag_kind { T_NEW, T_RECV, T_CLOSE, T_SEND, T_STATUS, T_SHUTDOWN };
@@ -577,6 +582,67 @@ static void handle_config(struct gcall *c, const uint8_t *data, size_t len)
 	buf_free(&b);
 }
 
+/* ---- syscall investigations ---- */
+
+/* probes_start's refusals; the proto documents the mapping. */
+static grpc_status_code probes_code(int rc)
+{
+	switch (rc) {
+	case -EINVAL: return GRPC_STATUS_INVALID_ARGUMENT;
+	case -EBUSY: return GRPC_STATUS_ABORTED;
+	case -ESRCH:
+	case -EOPNOTSUPP: return GRPC_STATUS_FAILED_PRECONDITION;
+	default: return GRPC_STATUS_UNAVAILABLE;
+	}
+}
+
+static void handle_probes(struct gcall *c, const uint8_t *data, size_t len)
+{
+	struct probes *p = c->g->agent->probes;
+	if (c->m == M_START_SYSCALL_INVESTIGATION) {
+		Oneshield__Agent__V1__StartSyscallInvestigationRequest *req =
+			oneshield__agent__v1__start_syscall_investigation_request__unpack(NULL, len, data);
+		if (!req) {
+			send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed StartSyscallInvestigationRequest");
+			return;
+		}
+		double dur = req->duration_s;
+		oneshield__agent__v1__start_syscall_investigation_request__free_unpacked(req, NULL);
+		if (!p) {
+			send_status(c, GRPC_STATUS_UNAVAILABLE, "syscall investigations are not set up");
+			return;
+		}
+		char err[256];
+		int rc = probes_start(p, dur, err, sizeof(err));
+		if (rc) {
+			send_status(c, probes_code(rc), err[0] ? err : "cannot start the investigation");
+			return;
+		}
+	} else {
+		Oneshield__Agent__V1__GetSyscallInvestigationRequest *req =
+			oneshield__agent__v1__get_syscall_investigation_request__unpack(NULL, len, data);
+		if (!req) {
+			send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed GetSyscallInvestigationRequest");
+			return;
+		}
+		oneshield__agent__v1__get_syscall_investigation_request__free_unpacked(req, NULL);
+		if (!p) {
+			send_status(c, GRPC_STATUS_UNAVAILABLE, "syscall investigations are not set up");
+			return;
+		}
+	}
+	/* The same document GET /v1/probes/syscalls serves, as protobuf. */
+	cJSON *j = probes_json(p);
+	struct buf b;
+	buf_init(&b);
+	if (!j || pb_syscall_investigation(j, &b))
+		send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "agent out of memory");
+	else
+		reply(c, &b);
+	buf_free(&b);
+	cJSON_Delete(j);
+}
+
 /* ---- request handling ---- */
 
 static int read_request(struct gcall *c, uint8_t **data, size_t *len)
@@ -720,6 +786,10 @@ static void handle_request(struct gcall *c, const uint8_t *data, size_t len)
 	case M_GET_CONFIG_FILE:
 	case M_APPLY_CONFIG:
 		handle_config(c, data, len);
+		break;
+	case M_START_SYSCALL_INVESTIGATION:
+	case M_GET_SYSCALL_INVESTIGATION:
+		handle_probes(c, data, len);
 		break;
 	case M_UNKNOWN:
 		break;

@@ -2,6 +2,8 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -439,6 +441,108 @@ int pb_apply_result(const cJSON *j, struct buf *out)
 	cJSON_ArrayForEach(f, evs)
 		r.events[r.n_events++] = (uint64_t)f->valuedouble;
 	err = pack(&r.base, out);
+out:
+	arena_free(&ar);
+	return err;
+}
+
+/* ---- syscall investigations ---- */
+
+/* "2024-05-01T12:34:56.789Z" (probes.c's add_time) to unix nanoseconds; 0
+ * when absent or not in that form. */
+static int64_t jtime_ns(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	struct tm tm;
+	int ms = 0, used = 0;
+	if (!cJSON_IsString(v))
+		return 0;
+	memset(&tm, 0, sizeof(tm));
+	if (sscanf(v->valuestring, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+		   &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms, &used) != 7 ||
+	    used == 0 || v->valuestring[used] != '\0')
+		return 0;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	time_t t = timegm(&tm);
+	if (t == (time_t)-1)
+		return 0;
+	return (int64_t)t * 1000000000LL + (int64_t)ms * 1000000LL;
+}
+
+static uint64_t jcount(const cJSON *o, const char *k)
+{
+	double d = jnum(o, k);
+	return d > 0 ? (uint64_t)d : 0;
+}
+
+static Oneshield__Agent__V1__SyscallStat *syscall_pb(struct arena *ar, const cJSON *s)
+{
+	Oneshield__Agent__V1__SyscallStat *m =
+		NEW(ar, Oneshield__Agent__V1__SyscallStat, ONESHIELD__AGENT__V1__SYSCALL_STAT__INIT);
+	if (!m)
+		return NULL;
+	m->name = jstr(s, "name");
+	m->nr = (int32_t)jnum(s, "nr");
+	m->count = jcount(s, "count");
+	m->errors = jcount(s, "errors");
+	m->p50_us = jnum(s, "p50_us");
+	m->p90_us = jnum(s, "p90_us");
+	m->p99_us = jnum(s, "p99_us");
+	m->sum_us = jnum(s, "sum_us");
+	const cJSON *bs = cJSON_GetObjectItemCaseSensitive(s, "buckets");
+	size_t n = (size_t)cJSON_GetArraySize(bs);
+	m->buckets = arena_alloc(ar, (n ? n : 1) * sizeof(*m->buckets));
+	if (!m->buckets)
+		return NULL;
+	const cJSON *b;
+	cJSON_ArrayForEach(b, bs)
+	{
+		Oneshield__Agent__V1__SyscallBucket *pb =
+			NEW(ar, Oneshield__Agent__V1__SyscallBucket, ONESHIELD__AGENT__V1__SYSCALL_BUCKET__INIT);
+		if (!pb)
+			return NULL;
+		const cJSON *le = cJSON_GetObjectItemCaseSensitive(b, "le_us");
+		pb->le_us = cJSON_IsNumber(le) ? le->valuedouble : HUGE_VAL; /* "+Inf" */
+		pb->count = jcount(b, "count");
+		m->buckets[m->n_buckets++] = pb;
+	}
+	return m;
+}
+
+int pb_syscall_investigation(const cJSON *j, struct buf *out)
+{
+	struct arena ar = { 0 };
+	Oneshield__Agent__V1__SyscallInvestigation m = ONESHIELD__AGENT__V1__SYSCALL_INVESTIGATION__INIT;
+	int err = -ENOMEM;
+	m.state = jstr(j, "state");
+	m.reason = jstr(j, "reason");
+	m.mode = jstr(j, "mode");
+	m.attached = jbool(j, "attached");
+	m.max_duration_s = jnum(j, "max_duration_s");
+	m.requested_s = jnum(j, "requested_s");
+	m.started_unix_nano = jtime_ns(j, "started_at");
+	m.ends_unix_nano = jtime_ns(j, "ends_at");
+	m.ended_unix_nano = jtime_ns(j, "ended_at");
+	m.ran_s = jnum(j, "ran_s");
+	m.targets = (uint32_t)jcount(j, "targets");
+	m.drops = jcount(j, "drops");
+	const cJSON *dr = cJSON_GetObjectItemCaseSensitive(j, "drops_by_reason");
+	m.drops_no_start = jcount(dr, "no_start");
+	m.drops_nr_out_of_range = jcount(dr, "nr_out_of_range");
+	const cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "syscalls");
+	size_t n = (size_t)cJSON_GetArraySize(sc);
+	m.syscalls = arena_alloc(&ar, (n ? n : 1) * sizeof(*m.syscalls));
+	if (!m.syscalls)
+		goto out;
+	const cJSON *s;
+	cJSON_ArrayForEach(s, sc)
+	{
+		if (!(m.syscalls[m.n_syscalls] = syscall_pb(&ar, s)))
+			goto out;
+		m.n_syscalls++;
+	}
+	err = pack(&m.base, out);
 out:
 	arena_free(&ar);
 	return err;

@@ -24,6 +24,8 @@ int pb_status(const struct agent *a, struct buf *out);
 int pb_config_listing(const struct cJSON *j, struct buf *out);
 int pb_config_file(const struct cJSON *j, struct buf *out);
 int pb_apply_result(const struct cJSON *j, struct buf *out);
+/* A SyscallInvestigation from probes_json() (GET /v1/probes/syscalls). */
+int pb_syscall_investigation(const struct cJSON *j, struct buf *out);
 
 int pb_metrics(const struct metrics *m, const char *prefix, int64_t time_unix_nano, struct buf *out);
 

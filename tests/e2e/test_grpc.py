@@ -5,6 +5,8 @@ Stubs come from proto/ at test time (grpcstubs.py). Events are made by the
 onepanel simulator or by the agent's test generator (ONESHIELD_TEST_EVENTS=1,
 POST /v1/test/events). Every wait is a poll with a deadline or a blocking
 read with a deadline; nothing asserts how long anything took."""
+import calendar
+import json
 import math
 import os
 import queue
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import conftest
 import grpc
@@ -576,6 +579,292 @@ def test_hundred_subscribers_get_every_event(tmp_path, gagent):
     g.wait_api("all subscribers gone", lambda api: (api.grpc_streams, api.grpc_subscribers) == (0, 0))
 
 
+# ---- syscall investigations ----
+
+# A stand-in for onepanel that makes an exact number of syscalls when told
+# (as in test_probes.py): "g N" N getppid(), "c N" N close(-1) (EBADF).
+SYSCALL_TARGET_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void)
+{
+	char line[64];
+	setvbuf(stdout, NULL, _IONBF, 0);
+	while (fgets(line, sizeof(line), stdin)) {
+		long n = atol(line + 2);
+		for (long i = 0; i < n; i++)
+			syscall(line[0] == 'g' ? SYS_getppid : SYS_close, -1);
+		fputs("done\n", stdout);
+	}
+	return 0;
+}
+"""
+
+
+class SyscallTarget:
+    def __init__(self, tmp_path):
+        src = tmp_path / "osg-target.c"
+        src.write_text(SYSCALL_TARGET_C)
+        self.path = str(tmp_path / "osg-target")
+        subprocess.run(["gcc", "-O1", "-o", self.path, str(src)], check=True)
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([self.path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return self.proc.pid
+
+    def do(self, what, n):
+        """Returns once the target has made the n syscalls."""
+        self.proc.stdin.write(f"{what} {n}\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline() == "done\n"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def sctarget(tmp_path):
+    t = SyscallTarget(tmp_path)
+    yield t
+    t.stop()
+
+
+def sysprobe_links(g):
+    """The agent's links of its syscall probes (sysprobe_* programs): found
+    among the agent's own fds, so other agents on the host do not count."""
+    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                                      check=True).stdout or "[]")
+    ours = {p["id"] for p in progs if p.get("name", "").startswith("sysprobe_")}
+    pid, links = g.a.proc.pid, []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf_link":
+                continue
+            info = open(f"/proc/{pid}/fdinfo/{fd}").read()
+        except FileNotFoundError:
+            continue
+        m = re.search(r"^prog_id:\s*(\d+)$", info, re.M)
+        if m and int(m.group(1)) in ours:
+            links.append(int(m.group(1)))
+    return links
+
+
+def get_inv(g):
+    return g.stub.GetSyscallInvestigation(pb.GetSyscallInvestigationRequest(), timeout=DEADLINE)
+
+
+def start_inv(g, duration_s):
+    return g.stub.StartSyscallInvestigation(pb.StartSyscallInvestigationRequest(duration_s=duration_s),
+                                            timeout=DEADLINE)
+
+
+def rest_inv(g):
+    r = g.a.get("/v1/probes/syscalls")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def rest_start(g, duration_s):
+    return g.a.post("/v1/probes/syscalls", data=json.dumps({"duration_s": duration_s}),
+                    headers={"Content-Type": "application/json"})
+
+
+REST_INV_KEYS = {"state", "reason", "mode", "attached", "max_duration_s", "requested_s", "started_at", "ends_at",
+                 "ended_at", "ran_s", "targets", "syscalls", "drops", "drops_by_reason"}
+
+
+def iso_ns(ts):
+    """The REST times ("2024-05-01T12:34:56.789Z") as unix nanoseconds."""
+    if ts is None:
+        return 0
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z", ts)
+    assert m, ts
+    return calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) * 10**9 + int(m.group(2)) * 10**6
+
+
+def rest_view(j, ran=True):
+    """GET /v1/probes/syscalls in SyscallInvestigation's terms (absent: 0)."""
+    assert set(j) <= REST_INV_KEYS, set(j) - REST_INV_KEYS     # nothing the proto lacks
+    dr = j.get("drops_by_reason", {})
+    return {
+        "state": j["state"], "reason": j.get("reason", ""), "mode": j.get("mode", ""),
+        "attached": j.get("attached", False), "max_duration_s": j["max_duration_s"],
+        "requested_s": j.get("requested_s", 0), "started_unix_nano": iso_ns(j.get("started_at")),
+        "ends_unix_nano": iso_ns(j.get("ends_at")), "ended_unix_nano": iso_ns(j.get("ended_at")),
+        "ran_s": j.get("ran_s", 0) if ran else None, "targets": j.get("targets", 0),
+        "syscalls": [(s["name"], s["nr"], s["count"], s["errors"], s["p50_us"], s["p90_us"], s["p99_us"],
+                      s["sum_us"], [(math.inf if b["le_us"] == "+Inf" else b["le_us"], b["count"])
+                                    for b in s["buckets"]])
+                     for s in j["syscalls"]],
+        "drops": j.get("drops", 0), "drops_no_start": dr.get("no_start", 0),
+        "drops_nr_out_of_range": dr.get("nr_out_of_range", 0),
+    }
+
+
+def grpc_view(m, ran=True):
+    return {
+        "state": m.state, "reason": m.reason, "mode": m.mode, "attached": m.attached,
+        "max_duration_s": m.max_duration_s, "requested_s": m.requested_s,
+        "started_unix_nano": m.started_unix_nano, "ends_unix_nano": m.ends_unix_nano,
+        "ended_unix_nano": m.ended_unix_nano, "ran_s": m.ran_s if ran else None, "targets": m.targets,
+        "syscalls": [(s.name, s.nr, s.count, s.errors, s.p50_us, s.p90_us, s.p99_us, s.sum_us,
+                      [(b.le_us, b.count) for b in s.buckets])
+                     for s in m.syscalls],
+        "drops": m.drops, "drops_no_start": m.drops_no_start, "drops_nr_out_of_range": m.drops_nr_out_of_range,
+    }
+
+
+def agree(x, y):
+    """Views equal; non-integral numbers to cJSON's printing precision (15
+    significant digits, as same_number)."""
+    if isinstance(x, dict):
+        return x.keys() == y.keys() and all(agree(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)):
+        return len(x) == len(y) and all(agree(a, b) for a, b in zip(x, y))
+    if isinstance(x, float) or isinstance(y, float):
+        return x == y or math.isclose(x, y, rel_tol=1e-14, abs_tol=0)
+    return x == y
+
+
+def stat(m, name):
+    return next((s for s in m.syscalls if s.name == name), None)
+
+
+IDLE_STATE = "unavailable" if conftest.FORCE_PROCFS else "idle"
+
+
+def test_get_syscall_investigation_idle(tmp_path, sctarget, gagent):
+    pid = sctarget.start()
+    g = gagent({"binary": sctarget.path}, test_events=False)
+    assert g.a.wait_event("ONEPANEL_FOUND_MESSAGE")["pid"] == pid
+    m = get_inv(g)
+    assert m.state == IDLE_STATE
+    assert m.max_duration_s == 300                    # ebpf.syscall_probe_max_duration's default
+    assert (m.started_unix_nano, m.ends_unix_nano, m.ended_unix_nano, m.requested_s, m.targets) == (0, 0, 0, 0, 0)
+    assert not m.attached and not m.syscalls
+    assert ("eBPF mode" in m.reason) if conftest.FORCE_PROCFS else (m.reason == "")
+    assert agree(grpc_view(m), rest_view(rest_inv(g)))
+    assert sysprobe_links(g) == []
+
+
+def test_start_syscall_investigation_bad_duration(tmp_path, sctarget, gagent):
+    """Outside 1..max (here 10 s): INVALID_ARGUMENT, in both modes, and
+    nothing starts."""
+    sctarget.start()
+    g = gagent({"binary": sctarget.path}, extra="ebpf:\n  syscall_probe_max_duration: 10s\n", test_events=False)
+    g.a.wait_event("ONEPANEL_FOUND_MESSAGE")
+    for d in [None, 0, -1, 0.999, 10.001, 11, 1e308, math.inf, -math.inf, math.nan]:
+        req = pb.StartSyscallInvestigationRequest() if d is None else pb.StartSyscallInvestigationRequest(duration_s=d)
+        err = rpc_error(lambda: g.stub.StartSyscallInvestigation(req, timeout=DEADLINE))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (d, err)
+        assert err.details() == "duration_s must be between 1 and 10 (ebpf.syscall_probe_max_duration)", d
+    m = get_inv(g)
+    assert m.state == IDLE_STATE and m.max_duration_s == 10 and m.started_unix_nano == 0
+    assert rest_inv(g)["state"] == IDLE_STATE
+    assert sysprobe_links(g) == []
+
+
+def test_syscall_investigation_counts_and_agrees_with_rest(tmp_path, sctarget, gagent):
+    if conftest.FORCE_PROCFS:
+        pytest.skip("eBPF is forced off by the environment")
+    pid = sctarget.start()
+    g = gagent({"binary": sctarget.path}, test_events=False)
+    assert g.a.wait_event("ONEPANEL_FOUND_MESSAGE")["pid"] == pid
+
+    # a short one, to its end: then nothing changes, so both views are equal
+    m = start_inv(g, 1)
+    assert m.state == "running" and m.requested_s == 1 and m.attached and m.targets == 1 and m.mode
+    done = wait_for(lambda: (lambda x: x if x.state == "finished" else None)(get_inv(g)),
+                    what="the first investigation to finish")
+    assert not done.attached and done.ended_unix_nano >= done.started_unix_nano > 0
+    assert agree(grpc_view(done), rest_view(rest_inv(g)))
+    assert sysprobe_links(g) == []
+
+    # a long one: running, from zero
+    m = start_inv(g, 60)
+    assert m.state == "running" and m.requested_s == 60 and m.attached and m.targets == 1
+    assert m.started_unix_nano > 0 and m.ended_unix_nano == 0
+    assert abs(m.ends_unix_nano - m.started_unix_nano - 60 * 10**9) <= 10**6     # both in ms
+    assert len(sysprobe_links(g)) == 2                  # sys_enter and sys_exit
+
+    # a second start is refused and changes nothing; REST says the same
+    err = rpc_error(lambda: start_inv(g, 5))
+    assert err.code() == grpc.StatusCode.ABORTED, err
+    assert "ends in" in err.details()
+    r = rest_start(g, 5)
+    assert r.status_code == 409 and "ends in" in r.json()["error"]
+    again = get_inv(g)
+    assert (again.state, again.requested_s, again.started_unix_nano) == ("running", 60, m.started_unix_nano)
+
+    sctarget.do("g", 1000)
+    sctarget.do("c", 77)
+    m = get_inv(g)
+    gp, cl = stat(m, "getppid"), stat(m, "close")
+    assert (gp.count, gp.errors) == (1000, 0)
+    assert (cl.count, cl.errors) == (77, 77)
+    for s in (gp, cl):
+        assert s.nr > 0 and s.sum_us > 0
+        assert s.p50_us <= s.p90_us <= s.p99_us
+        assert sum(b.count for b in s.buckets) == s.count
+        les = [b.le_us for b in s.buckets]
+        assert les == sorted(les) and len(set(les)) == len(les)
+    # The target's own write and read around each command may still be
+    # completing: poll until both APIs show the same (ran_s moves on).
+    wait_for(lambda: agree(grpc_view(get_inv(g), ran=False), rest_view(rest_inv(g), ran=False)),
+             what="gRPC and REST to show the same investigation")
+
+
+def test_start_syscall_investigation_when_always_on(tmp_path, sctarget, gagent):
+    if conftest.FORCE_PROCFS:
+        pytest.skip("eBPF is forced off by the environment")
+    sctarget.start()
+    g = gagent({"binary": sctarget.path}, extra="ebpf:\n  syscall_probe_always_on: true\n", test_events=False)
+    g.a.wait_event("ONEPANEL_FOUND_MESSAGE")
+    assert get_inv(g).state == "always_on"
+    err = rpc_error(lambda: start_inv(g, 1))
+    assert err.code() == grpc.StatusCode.ABORTED, err
+    assert err.details() == rest_start(g, 1).json()["error"]
+    sctarget.do("g", 42)
+    m = get_inv(g)
+    assert m.state == "always_on" and m.attached and stat(m, "getppid").count == 42
+    assert len(sysprobe_links(g)) == 2
+
+
+def test_start_syscall_investigation_refused_in_procfs_mode(tmp_path, sctarget, gagent):
+    """Forced by the environment, or by ebpf.enabled: false."""
+    sctarget.start()
+    extra = "" if conftest.FORCE_PROCFS else "ebpf:\n  enabled: false\n"
+    g = gagent({"binary": sctarget.path}, extra=extra, test_events=False)
+    g.a.wait_event("ONEPANEL_FOUND_MESSAGE")
+    assert g.status().mode == "procfs"
+    err = rpc_error(lambda: start_inv(g, 1))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+    assert "eBPF mode" in err.details()
+    r = rest_start(g, 1)
+    assert r.status_code == 503 and r.json()["error"] == err.details()
+    m = get_inv(g)
+    assert m.state == "unavailable" and "eBPF mode" in m.reason and not m.attached
+    assert agree(grpc_view(m), rest_view(rest_inv(g)))
+    assert sysprobe_links(g) == []
+
+
+def test_start_syscall_investigation_refused_without_onepanel(tmp_path, sctarget, gagent):
+    g = gagent({"binary": sctarget.path}, test_events=False)      # configured, not running
+    g.a.wait_event("AGENT_START_MESSAGE")
+    err = rpc_error(lambda: start_inv(g, 1))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+    assert ("eBPF mode" if conftest.FORCE_PROCFS else "not running") in err.details()
+    r = rest_start(g, 1)
+    assert r.status_code == 503 and r.json()["error"] == err.details()
+    assert get_inv(g).state == IDLE_STATE
+    assert sysprobe_links(g) == []
+
+
 # ---- errors ----
 
 @pytest.mark.parametrize("method,body", [
@@ -586,10 +875,13 @@ def test_hundred_subscribers_get_every_event(tmp_path, gagent):
     ("StreamMetrics", b"\x10"),             # interval_ms without its varint
     ("Subscribe", b"\xff\xff"),
     ("Subscribe", b"\x12\x01a"),            # after_seq with the wrong wire type
+    ("StartSyscallInvestigation", b"\xff\xff"),
+    ("StartSyscallInvestigation", b"\x09\x00\x00"),  # duration_s: 2 of a double's 8 bytes
+    ("GetSyscallInvestigation", b"\xff\xff"),
 ])
 def test_malformed_request_is_invalid_argument(tmp_path, gagent, method, body):
     g = gagent()
-    if method in ("GetStatus", "GetMetrics"):
+    if method in ("GetStatus", "GetMetrics", "StartSyscallInvestigation", "GetSyscallInvestigation"):
         err = rpc_error(lambda: g.channel.unary_unary(PATH + method)(body, timeout=DEADLINE))
     else:
         err = rpc_error(lambda: list(g.channel.unary_stream(PATH + method)(body, timeout=DEADLINE)))
@@ -599,7 +891,8 @@ def test_malformed_request_is_invalid_argument(tmp_path, gagent, method, body):
     assert g.status().pid == g.a.proc.pid      # still serving
 
 
-@pytest.mark.parametrize("method", ["GetStatus", "GetMetrics", "StreamMetrics", "Subscribe"])
+@pytest.mark.parametrize("method", ["GetStatus", "GetMetrics", "StreamMetrics", "Subscribe",
+                                    "StartSyscallInvestigation", "GetSyscallInvestigation"])
 def test_call_without_request_message_fails_cleanly(tmp_path, gagent, method):
     """The client half-closes without sending a request: an error, not OK
     and not a call left open."""
@@ -733,7 +1026,8 @@ def test_reflection_lists_services(tmp_path, gagent, version):
 
 
 @pytest.mark.parametrize("version", ["v1alpha", "v1"])
-@pytest.mark.parametrize("symbol", [SERVICE, "oneshield.agent.v1.Event", f"{SERVICE}.Subscribe"])
+@pytest.mark.parametrize("symbol", [SERVICE, "oneshield.agent.v1.Event", f"{SERVICE}.Subscribe",
+                                    f"{SERVICE}.GetSyscallInvestigation", "oneshield.agent.v1.SyscallBucket"])
 def test_reflection_file_containing_symbol(tmp_path, gagent, symbol, version):
     rc = _reflection_client()
     g = gagent(test_events=False)
@@ -744,7 +1038,8 @@ def test_reflection_file_containing_symbol(tmp_path, gagent, symbol, version):
     svc = {s.name: s for s in fd.service}["Agent"]
     streams = {m.name: m.server_streaming for m in svc.method}
     assert streams == {"GetStatus": False, "GetMetrics": False, "StreamMetrics": True, "Subscribe": True,
-                       "GetConfig": False, "GetConfigFile": False, "ApplyConfig": False}
+                       "GetConfig": False, "GetConfigFile": False, "ApplyConfig": False,
+                       "StartSyscallInvestigation": False, "GetSyscallInvestigation": False}
     # the served descriptor is the one these tests were generated from
     ours = pb.DESCRIPTOR.services_by_name["Agent"]
     assert [m.name for m in svc.method] == [m.name for m in ours.methods]
@@ -755,6 +1050,11 @@ def test_reflection_file_containing_symbol(tmp_path, gagent, symbol, version):
     m = pool.FindMethodByName(f"{SERVICE}.Subscribe")
     assert m.input_type.full_name == "oneshield.agent.v1.SubscribeRequest"
     assert m.output_type.full_name == "oneshield.agent.v1.Event"
+    m = pool.FindMethodByName(f"{SERVICE}.StartSyscallInvestigation")
+    assert m.input_type.full_name == "oneshield.agent.v1.StartSyscallInvestigationRequest"
+    assert m.output_type.full_name == "oneshield.agent.v1.SyscallInvestigation"
+    stat_fields = pool.FindMessageTypeByName("oneshield.agent.v1.SyscallStat").fields_by_name
+    assert stat_fields["buckets"].message_type.full_name == "oneshield.agent.v1.SyscallBucket"
     g.wait_streams(0)
 
 
