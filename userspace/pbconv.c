@@ -1,4 +1,5 @@
 #include "pbconv.h"
+#include "probes.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -166,6 +167,9 @@ int pb_status(const struct agent *a, struct buf *out)
 	eb.process_events = (char *)s.process_events;
 	eb.scheduler_delay = (char *)s.scheduler_delay;
 	eb.scheduler_delay_reason = (char *)s.scheduler_delay_reason;
+	cJSON *pj = a->probes ? probes_json(a->probes) : NULL;
+	cJSON *ps = pj ? cJSON_GetObjectItem(pj, "state") : NULL;
+	eb.syscall_investigation = cJSON_IsString(ps) ? ps->valuestring : (char *)"";
 	st.ebpf = &eb;
 	op.workers = s.workers;
 	op.configured = s.configured;
@@ -213,7 +217,9 @@ int pb_status(const struct agent *a, struct buf *out)
 	api.grpc_streams = (uint32_t)grpc_api_streams(a->grpc);
 	api.grpc_subscribers = (uint32_t)grpc_api_subscribers(a->grpc);
 	st.api = &api;
-	return pack(&st.base, out);
+	int rc = pack(&st.base, out);
+	cJSON_Delete(pj);
+	return rc;
 }
 
 /* ---- metrics ---- */

@@ -215,6 +215,11 @@ def test_get_status_agrees_with_rest(tmp_path, private_sim, gagent):
         assert st.hostname == r["hostname"]
         assert st.pid == r["pid"] == a.proc.pid
         assert st.mode == r["mode"] == EXPECT_MODE
+        assert st.mode_reason == r.get("mode_reason", "")
+        assert st.ebpf.process_events == r["ebpf"]["process_events"]
+        assert st.ebpf.scheduler_delay == r["ebpf"]["scheduler_delay"]
+        assert st.ebpf.syscall_investigation == r["ebpf"]["syscall_investigation"] in ("idle", "unavailable")
+        assert st.onepanel.workers == r["onepanel"].get("workers", -1)
         assert st.config_path == r["config_path"] == a.config_path
         assert st.uptime_seconds >= 0 and st.started_unix_nano > 0
         op, rop = st.onepanel, r["onepanel"]
