@@ -9,6 +9,7 @@
 #   make bench-grpc   gRPC event fan-out and unary throughput
 #   make bench-apply  the agent's own time per config apply (1 and 100 files)
 #   make bench-ebpf   eBPF event latency, probe overhead on nginx, getpid cost
+#   make bench-logs   access-log parsing MB/s vs GoAccess and awk (LOG_MB=1024 KEEP=0)
 #
 # Generated files (skeletons, protobuf-c output) go to $(BUILD) only.
 
@@ -68,7 +69,7 @@ FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 20
 
 .SECONDARY:
-.PHONY: vmlinux all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc bench-apply bench-ebpf fuzz fuzz-smoke clean
+.PHONY: vmlinux all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc bench-apply bench-ebpf bench-logs fuzz fuzz-smoke clean
 all: agent plugin sim
 agent: $(BUILD)/oneshield-agent
 plugin: $(BUILD)/oneshield-agent-grpc.so
@@ -193,6 +194,12 @@ bench-ebpf: all $(BUILD)/bench/getpid_loop
 
 bench-idle: all
 	$(PYTHON) tests/bench/idle.py --agent $(BUILD)/oneshield-agent --sim $(BUILD)/onepanel-sim $(BENCH_ARGS)
+
+# LOG_MB (1024), ROUNDS (3), KEEP (0: delete the generated logs) and JSON
+# (1: also time JSON lines) reach the script from the command line or the
+# environment.
+bench-logs:
+	BUILD=$(BUILD) tests/bench/logs_bench.sh
 
 clean:
 	rm -rf build build-asan
