@@ -4,8 +4,8 @@
  * Three hooks (exec, fork, exit) run for every process on the host, so each
  * one does the least it can for a process we do not care about: bump a
  * per-CPU counter, one hash lookup of the tgid in `tracked` (plus, at exec, a
- * 16-byte comm compare) and return. Only tracked or matching processes cost a
- * ring buffer record.
+ * 16-byte comm compare) and return. Only tracked or matching processes cost an
+ * event record.
  *
  * `tracked` is the set of tgids we follow. Userspace seeds it (the onepanel
  * master found in /proc); the programs keep it: a fork of a tracked process
@@ -25,7 +25,21 @@
  * record; needs tracefs to attach, and finds the fork child through the
  * parent's children list because the record only has pids). Fields that
  * differ between kernels are read with CO-RE and guarded with
- * bpf_core_field_exists(), so one object loads everywhere. */
+ * bpf_core_field_exists(), so one object loads everywhere.
+ *
+ * Transport: events go to a BPF ring buffer (`events`, kernel 5.8+) or, on
+ * kernels without one, to a perf event array (`events_perf`, one perf
+ * buffer per CPU) through bpf_perf_event_output(). cfg_use_perfbuf (rodata)
+ * picks one; the verifier sees its value as a constant and never walks the
+ * other branch, and userspace does not create the map of the transport not
+ * used (bpf_map__set_autocreate). libbpf then turns the instructions that
+ * load that map's address into calls of an invalid helper ("poisons" them):
+ * harmless in a branch the verifier proves dead (privileged loads remove
+ * dead code before helper calls are resolved), an error if it were live.
+ * So the same object loads on a kernel where BPF_MAP_TYPE_RINGBUF cannot
+ * even be created. Either way the event is built in the per-CPU `scratch`
+ * map (it is ~330 bytes) and copied out in one call; a failed copy (buffer
+ * full) is counted in PROCLIFE_CNT_RB_DROP. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -42,11 +56,21 @@ const volatile char cfg_base[PROCLIFE_COMM_LEN] = {};   /* basename prefix to ma
 const volatile unsigned int cfg_base_len = 0;           /* 0 = no basename match */
 const volatile unsigned int cfg_manual_track = 0;       /* 1: matches are not added to `tracked` */
 const volatile unsigned long long cfg_tick_ns = 10000000; /* 1e9 / USER_HZ */
+const volatile unsigned int cfg_use_perfbuf = 0;        /* 1: events_perf, 0: events (ringbuf) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);  /* userspace may resize before load */
 } events SEC(".maps");
+
+/* The perf buffer transport: one perf event per CPU, installed by
+ * userspace's perf_buffer__new(). max_entries 0: libbpf sets it to the
+ * number of possible CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} events_perf SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -62,9 +86,10 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/* One event under construction per CPU: too big for the stack, and building
- * it here instead of in a reserved ring buffer slot means a failed filter
- * never touches the ring buffer. */
+/* One event under construction per CPU: too big for the stack (512 bytes,
+ * shared with everything else the program keeps there), usable by both
+ * transports (bpf_perf_event_output copies from memory, it cannot reserve),
+ * and a failed filter never touches the ring buffer. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -160,9 +185,17 @@ static __always_inline struct proclife_event *scratch_event(__u32 type, struct t
 	return e;
 }
 
-static __always_inline void emit(struct proclife_event *e)
+/* ctx: the program's context, which bpf_perf_event_output() wants (the
+ * u64 argument array for tp_btf/raw_tp, the record for tp). */
+static __always_inline void emit(void *ctx, struct proclife_event *e)
 {
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+	long err;
+
+	if (cfg_use_perfbuf)
+		err = bpf_perf_event_output(ctx, &events_perf, BPF_F_CURRENT_CPU, e, sizeof(*e));
+	else
+		err = bpf_ringbuf_output(&events, e, sizeof(*e), 0);
+	if (err)
 		count(PROCLIFE_CNT_RB_DROP);
 	else
 		count(PROCLIFE_CNT_EMITTED);
@@ -215,7 +248,7 @@ static __always_inline bool base_matches(const char *path, long len)
 
 /* filename_src: kernel pointer to the NUL-terminated path (bprm->filename or
  * the string inside the tracepoint record). */
-static __always_inline int on_exec(struct task_struct *task, const void *filename_src)
+static __always_inline int on_exec(void *ctx, struct task_struct *task, const void *filename_src)
 {
 	struct proclife_event *e;
 	bool was_tracked, matched;
@@ -253,12 +286,12 @@ static __always_inline int on_exec(struct task_struct *task, const void *filenam
 				e->flags |= PROCLIFE_F_AUTOTRACK;
 		}
 	}
-	emit(e);
+	emit(ctx, e);
 	return 0;
 }
 
 /* child: the new task; threads (same tgid as the parent) are not processes. */
-static __always_inline int on_fork(struct task_struct *parent, struct task_struct *child)
+static __always_inline int on_fork(void *ctx, struct task_struct *parent, struct task_struct *child)
 {
 	struct proclife_event *e;
 	__u32 ptgid, ctgid;
@@ -280,14 +313,14 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	e->parent_start_ns = pstart;
 	if (track(ctgid, e->start_ns, PROCLIFE_HOW_FORK))
 		e->flags |= PROCLIFE_F_TRACK_FULL;
-	emit(e);
+	emit(ctx, e);
 	return 0;
 }
 
 /* group_dead: 1/0 when the kernel says, -1 when it does not (older kernels):
  * then the thread group is dead once signal->live reached 0 (two threads may
  * both see 0; the delete from `tracked` lets only one of them report). */
-static __always_inline int on_exit(struct task_struct *task, int group_dead)
+static __always_inline int on_exit(void *ctx, struct task_struct *task, int group_dead)
 {
 	struct task_struct *leader;
 	struct proclife_event *e;
@@ -328,7 +361,7 @@ static __always_inline int on_exit(struct task_struct *task, int group_dead)
 	} else {
 		e->exit_code = (status >> 8) & 0xff;
 	}
-	emit(e);
+	emit(ctx, e);
 	return 0;
 }
 
@@ -337,13 +370,13 @@ static __always_inline int on_exit(struct task_struct *task, int group_dead)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(pl_exec_btf, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	return on_exec(p, BPF_CORE_READ(bprm, filename));
+	return on_exec(ctx, p, BPF_CORE_READ(bprm, filename));
 }
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(pl_fork_btf, struct task_struct *parent, struct task_struct *child)
 {
-	return on_fork(parent, child);
+	return on_fork(ctx, parent, child);
 }
 
 /* Declared with the one argument every kernel has; the second (group_dead)
@@ -356,7 +389,7 @@ int BPF_PROG(pl_exit_btf, struct task_struct *p)
 
 	if (bpf_core_field_exists(struct trace_event_raw_sched_process_exit, group_dead))
 		group_dead = (__u8)ctx[1] != 0;
-	return on_exit(p, group_dead);
+	return on_exit(ctx, p, group_dead);
 }
 
 /* ---- raw_tp: the same arguments, untyped ---- */
@@ -364,13 +397,13 @@ int BPF_PROG(pl_exit_btf, struct task_struct *p)
 SEC("raw_tp/sched_process_exec")
 int BPF_PROG(pl_exec_raw, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	return on_exec(p, BPF_CORE_READ(bprm, filename));
+	return on_exec(ctx, p, BPF_CORE_READ(bprm, filename));
 }
 
 SEC("raw_tp/sched_process_fork")
 int BPF_PROG(pl_fork_raw, struct task_struct *parent, struct task_struct *child)
 {
-	return on_fork(parent, child);
+	return on_fork(ctx, parent, child);
 }
 
 SEC("raw_tp/sched_process_exit")
@@ -380,7 +413,7 @@ int BPF_PROG(pl_exit_raw, struct task_struct *p)
 
 	if (bpf_core_field_exists(struct trace_event_raw_sched_process_exit, group_dead))
 		group_dead = (__u8)ctx[1] != 0;
-	return on_exit(p, group_dead);
+	return on_exit(ctx, p, group_dead);
 }
 
 /* ---- tp: classic tracepoint records ---- */
@@ -390,7 +423,7 @@ int pl_exec_tp(struct trace_event_raw_sched_process_exec *ctx)
 {
 	__u32 loc = BPF_CORE_READ(ctx, __data_loc_filename);
 
-	return on_exec((struct task_struct *)bpf_get_current_task(), (void *)ctx + (loc & 0xffff));
+	return on_exec(ctx, (struct task_struct *)bpf_get_current_task(), (void *)ctx + (loc & 0xffff));
 }
 
 /* The record has pids only. A forked process is appended to the forking
@@ -411,7 +444,7 @@ int pl_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
 	child = (void *)last - bpf_core_field_offset(struct task_struct, sibling);
 	if (BPF_CORE_READ(child, pid) != child_pid)
 		return 0;
-	return on_fork(parent, child);
+	return on_fork(ctx, parent, child);
 }
 
 SEC("tp/sched/sched_process_exit")
@@ -422,5 +455,5 @@ int pl_exit_tp(void *ctx)
 
 	if (bpf_core_field_exists(rec->group_dead))
 		group_dead = BPF_CORE_READ(rec, group_dead) != 0;
-	return on_exit((struct task_struct *)bpf_get_current_task(), group_dead);
+	return on_exit(ctx, (struct task_struct *)bpf_get_current_task(), group_dead);
 }

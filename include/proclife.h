@@ -1,5 +1,5 @@
 /* Process lifecycle events: the records bpf/proclife.bpf.c writes into its
- * ring buffer and userspace/proclife.c reads, plus the keys and values of the
+ * ring buffer (or perf buffers) and userspace/proclife.c reads, plus the keys and values of the
  * maps both sides touch. Plain structs of fixed-size integers so the same
  * header compiles against vmlinux.h (BPF) and <linux/types.h> (userspace);
  * every field is naturally aligned, so the layout is the same on both sides.
@@ -54,9 +54,10 @@ enum proclife_counter {
 	PROCLIFE_CNT_EXEC = 0,       /* successful execs */
 	PROCLIFE_CNT_FORK,           /* new processes (threads not counted) */
 	PROCLIFE_CNT_EXIT,           /* processes whose last thread exited */
-	PROCLIFE_CNT_RB_DROP,        /* events lost: ring buffer full */
+	PROCLIFE_CNT_RB_DROP,        /* events lost: ring buffer or the CPU's perf buffer full
+	                              * (perf: or no buffer on that CPU) */
 	PROCLIFE_CNT_TRACK_FULL,     /* inserts into `tracked` that failed */
-	PROCLIFE_CNT_EMITTED,        /* events written to the ring buffer */
+	PROCLIFE_CNT_EMITTED,        /* events written to the ring buffer or a perf buffer */
 	PROCLIFE_CNT_STALE,          /* `tracked` entries dropped: start time mismatch (pid reuse) */
 	PROCLIFE_CNT_MAX,
 };

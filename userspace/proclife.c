@@ -13,9 +13,23 @@
  * warning of a failed attempt is kept for the reason. The previous libbpf
  * print callback is restored afterwards: other modules may have set one.
  *
- * Events are consumed on readiness of the ring buffer's epoll fd, which is a
- * source in the core loop. Closing from inside the event callback is allowed:
- * the handle is only marked, and freed once ring_buffer__consume() returned. */
+ * Transport: the ring buffer when libbpf_probe_bpf_map_type() says the
+ * kernel can create one, else a perf buffer per CPU (the BPF side writes to
+ * the one cfg_use_perfbuf names; the other map is not created). Whichever it
+ * is, its epoll fd is a source in the core loop and events are consumed on
+ * readiness. The ring buffer is delivered record by record, in write order.
+ * Perf buffers are read into a batch first: passes over all CPUs until one
+ * finds nothing new, then the batch is sorted by ts_ns and delivered. The
+ * empty last pass is what makes the order hold across CPUs: an event written
+ * before another one that was read is written before that pass looked at
+ * its CPU, so it is in this batch or an earlier one. The batch is bounded
+ * (what the buffers hold, at most BATCH_MAX); a fuller one is delivered in
+ * sorted chunks. Perf buffer wakeups come with every record, and after the
+ * first pass everything still queued was written after the loop's last
+ * poll, so stopping after PERFBUF_MAX_PASSES never strands records.
+ *
+ * Closing from inside the event callback is allowed: the handle is only
+ * marked, and freed once the consume call returned. */
 #include "proclife.h"
 
 #include <errno.h>
@@ -30,6 +44,7 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <linux/perf_event.h>
 
 #include "log.h"
 #include "loop.h"
@@ -45,20 +60,39 @@
 #define MAX_RINGBUF_KIB     (1u << 20)   /* 1 GiB: a typo, not a wish */
 #define MAX_TRACKED         (1u << 20)
 #define NVARIANTS           3
+#define DEFAULT_PERFBUF_KIB 64u          /* per CPU */
+#define MAX_PERFBUF_KIB     (1u << 18)   /* per CPU */
+#define BATCH_MIN           64u
+#define BATCH_MAX           4096u        /* events sorted together (1.4 MB) */
+#define PERFBUF_MAX_PASSES  16
+
+/* An event's place in the perf buffer batch, sorted by time, then arrival. */
+struct batch_key {
+	uint64_t ts;
+	uint32_t idx;
+};
 
 struct proclife {
 	struct proclife_skel *skel;
-	struct ring_buffer *rb;
+	struct ring_buffer *rb;         /* transport RINGBUF */
+	struct perf_buffer *pb;         /* transport PERFBUF */
 	struct loop *loop;
 	struct loop_io *io;
 	proclife_event_fn fn;
 	void *arg;
 	enum proclife_variant variant;
+	enum proclife_transport transport;
 	int ncpus;
 	bool dispatching;
 	bool close_pending;
 	uint64_t delivered;
 	uint64_t malformed;
+	uint64_t lost;                  /* PERF_RECORD_LOST counts */
+	/* Perf buffer batch: events in arrival order, their keys in ts order. */
+	struct proclife_event *batch;
+	struct batch_key *keys;
+	size_t nbatch, batch_cap, batch_max;
+	uint64_t records_read;          /* samples and lost records, for the pass loop */
 };
 
 static const char *const variant_names[] = {
@@ -66,6 +100,12 @@ static const char *const variant_names[] = {
 	[PROCLIFE_VARIANT_TP_BTF] = "tp_btf",
 	[PROCLIFE_VARIANT_RAW_TP] = "raw_tp",
 	[PROCLIFE_VARIANT_TP] = "tp",
+};
+
+static const char *const transport_names[] = {
+	[PROCLIFE_TRANSPORT_AUTO] = "auto",
+	[PROCLIFE_TRANSPORT_RINGBUF] = "ringbuf",
+	[PROCLIFE_TRANSPORT_PERFBUF] = "perfbuf",
 };
 
 /* ---- libbpf messages ---- */
@@ -147,11 +187,12 @@ static int variant_usable(enum proclife_variant v, const struct btf *btf, char *
 	return 0;
 }
 
-/* Can we use BPF at all, and does the kernel have ring buffers? One tiny
- * map says both, with a reason a user can act on. */
+/* Can we use BPF at all? One tiny array map says, with a reason a user can
+ * act on (libbpf's feature probes cannot tell "not permitted" from "not
+ * supported", so this comes first). */
 static int probe_bpf(char *why, size_t len)
 {
-	int fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "pl_probe", 0, 0, (__u32)sysconf(_SC_PAGESIZE), NULL);
+	int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "pl_probe", sizeof(__u32), sizeof(__u32), 1, NULL);
 
 	if (fd >= 0) {
 		close(fd);
@@ -160,13 +201,39 @@ static int probe_bpf(char *why, size_t len)
 	fd = -errno;
 	if (fd == -EPERM || fd == -EACCES)
 		snprintf(why, len, "BPF not permitted (needs root, or CAP_BPF and CAP_PERFMON)");
-	else if (fd == -EINVAL)
-		snprintf(why, len, "no BPF ring buffer in this kernel (older than 5.8?)");
 	else if (fd == -ENOSYS)
 		snprintf(why, len, "kernel without the bpf() system call");
 	else
 		snprintf(why, len, "BPF map creation failed: %s", strerror(-fd));
 	return fd;
+}
+
+/* Which transport: the one asked for, or the ring buffer where the kernel
+ * can create one. 0 or -errno with why set. */
+static int choose_transport(enum proclife_transport want, enum proclife_transport *out, char *why, size_t len)
+{
+	int rb;
+
+	if (want == PROCLIFE_TRANSPORT_PERFBUF) {
+		*out = want;
+		return 0;
+	}
+	rb = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL);
+	if (rb == 1) {
+		*out = PROCLIFE_TRANSPORT_RINGBUF;
+		return 0;
+	}
+	if (want == PROCLIFE_TRANSPORT_RINGBUF) {
+		if (rb < 0)
+			snprintf(why, len, "probing for BPF ring buffers: %s", strerror(-rb));
+		else
+			snprintf(why, len, "no BPF ring buffer in this kernel (older than 5.8?)");
+		return rb < 0 ? rb : -EOPNOTSUPP;
+	}
+	log_debug("proclife: no BPF ring buffer (%s), using perf buffers",
+		  rb < 0 ? strerror(-rb) : "kernel older than 5.8?");
+	*out = PROCLIFE_TRANSPORT_PERFBUF;
+	return 0;
 }
 
 static void set_autoload(struct proclife_skel *s, enum proclife_variant v)
@@ -184,6 +251,18 @@ static void set_autoload(struct proclife_skel *s, enum proclife_variant v)
 	bpf_program__set_autoload(s->progs.pl_exit_tp, tp);
 }
 
+/* Pages per CPU for a perf buffer: a power of 2, at least 1. */
+static size_t perfbuf_pages(unsigned int kib)
+{
+	size_t want = (size_t)(kib ? kib : DEFAULT_PERFBUF_KIB) * 1024u;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t n = 1;
+
+	while (n * page < want)
+		n <<= 1;
+	return n;
+}
+
 static unsigned int ringbuf_bytes(unsigned int kib)
 {
 	unsigned int want = (kib ? kib : DEFAULT_RINGBUF_KIB) * 1024u;
@@ -198,7 +277,7 @@ static unsigned int ringbuf_bytes(unsigned int kib)
 /* One attempt: open, rodata, sizes, load, attach. On failure the skeleton is
  * destroyed and why says which step failed. */
 static int try_variant(struct proclife *p, const struct proclife_opts *o, enum proclife_variant v,
-		       char *why, size_t len)
+		       enum proclife_transport t, char *why, size_t len)
 {
 	struct proclife_skel *s;
 	long tck = sysconf(_SC_CLK_TCK);
@@ -220,10 +299,20 @@ static int try_variant(struct proclife *p, const struct proclife_opts *o, enum p
 	}
 	s->rodata->cfg_manual_track = o->manual_track;
 	s->rodata->cfg_tick_ns = tck > 0 ? 1000000000ull / (unsigned long long)tck : 10000000ull;
+	s->rodata->cfg_use_perfbuf = t == PROCLIFE_TRANSPORT_PERFBUF;
 	set_autoload(s, v);
 
+	/* The map of the other transport is not created (a kernel without
+	 * ring buffers could not): libbpf poisons the loads of its address,
+	 * which sit in the branch cfg_use_perfbuf makes dead. */
 	step = "configure maps";
-	err = bpf_map__set_max_entries(s->maps.events, ringbuf_bytes(o->ringbuf_kib));
+	if (t == PROCLIFE_TRANSPORT_PERFBUF) {
+		err = bpf_map__set_autocreate(s->maps.events, false);
+	} else {
+		err = bpf_map__set_autocreate(s->maps.events_perf, false);
+		if (!err)
+			err = bpf_map__set_max_entries(s->maps.events, ringbuf_bytes(o->ringbuf_kib));
+	}
 	if (!err)
 		err = bpf_map__set_max_entries(s->maps.tracked, o->max_tracked ? o->max_tracked : DEFAULT_MAX_TRACKED);
 	if (err)
@@ -239,12 +328,13 @@ static int try_variant(struct proclife *p, const struct proclife_opts *o, enum p
 		goto fail;
 	p->skel = s;
 	p->variant = v;
+	p->transport = t;
 	return 0;
 
 fail:
 	if (err >= 0)
 		err = -EINVAL;
-	snprintf(why, len, "%s: %s: %s%s%s", variant_names[v], step, strerror(-err),
+	snprintf(why, len, "%s/%s: %s: %s%s%s", variant_names[v], transport_names[t], step, strerror(-err),
 		 first_warn[0] ? " (" : "", first_warn[0] ? first_warn : "");
 	if (first_warn[0])
 		strncat(why, ")", len - strlen(why) - 1);
@@ -253,6 +343,16 @@ fail:
 }
 
 /* ---- events ---- */
+
+/* ev: our own copy (the strings must be terminated whatever the program
+ * wrote). */
+static void deliver(struct proclife *p, struct proclife_event *ev)
+{
+	ev->comm[sizeof(ev->comm) - 1] = '\0';
+	ev->filename[sizeof(ev->filename) - 1] = '\0';
+	p->delivered++;
+	p->fn(p->arg, ev);
+}
 
 static int on_record(void *ctx, void *data, size_t size)
 {
@@ -265,21 +365,124 @@ static int on_record(void *ctx, void *data, size_t size)
 		p->malformed++;
 		return 0;
 	}
-	/* A copy: the record is in memory the kernel writes into, and the
-	 * strings must be terminated whatever the program wrote. */
+	/* A copy: the record is in memory the kernel writes into. */
 	memcpy(&ev, data, sizeof(ev));
-	ev.comm[sizeof(ev.comm) - 1] = '\0';
-	ev.filename[sizeof(ev.filename) - 1] = '\0';
-	p->delivered++;
-	p->fn(p->arg, &ev);
+	deliver(p, &ev);
 	return 0;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+	const struct batch_key *x = a, *y = b;
+
+	if (x->ts != y->ts)
+		return x->ts < y->ts ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Deliver the batch in ts order and empty it. The callback may close the
+ * handle: the rest of the batch is then dropped. */
+static void flush(struct proclife *p)
+{
+	size_t n = p->nbatch;
+
+	p->nbatch = 0;
+	qsort(p->keys, n, sizeof(p->keys[0]), cmp_key);
+	for (size_t i = 0; i < n && !p->close_pending; i++)
+		deliver(p, &p->batch[p->keys[i].idx]);
+}
+
+/* Room for one more event: grow up to batch_max, else deliver what is
+ * there. -ENOMEM when even the first allocation failed. */
+static int batch_room(struct proclife *p)
+{
+	size_t cap;
+	void *b, *k;
+
+	if (p->nbatch < p->batch_cap)
+		return 0;
+	if (p->batch_cap < p->batch_max) {
+		cap = p->batch_cap ? p->batch_cap * 2 : BATCH_MIN;
+		if (cap > p->batch_max)
+			cap = p->batch_max;
+		b = realloc(p->batch, cap * sizeof(p->batch[0]));
+		if (b)
+			p->batch = b;
+		k = b ? realloc(p->keys, cap * sizeof(p->keys[0])) : NULL;
+		if (k) {
+			p->keys = k;
+			p->batch_cap = cap;
+			return 0;
+		}
+	}
+	if (!p->batch_cap)
+		return -ENOMEM;
+	flush(p);
+	return 0;
+}
+
+static void on_sample(void *ctx, int cpu, void *data, __u32 size)
+{
+	struct proclife *p = ctx;
+	struct proclife_event *ev;
+
+	(void)cpu;
+	p->records_read++;
+	if (p->close_pending)
+		return;
+	if (size < sizeof(*ev)) {
+		p->malformed++;
+		return;
+	}
+	if (batch_room(p)) {
+		log_warn("proclife: out of memory: perf buffer event dropped");
+		return;
+	}
+	if (p->close_pending)  /* closed by a callback of a flushed chunk */
+		return;
+	ev = &p->batch[p->nbatch];
+	memcpy(ev, data, sizeof(*ev));
+	p->keys[p->nbatch].ts = ev->ts_ns;
+	p->keys[p->nbatch].idx = (uint32_t)p->nbatch;
+	p->nbatch++;
+}
+
+static void on_lost(void *ctx, int cpu, __u64 cnt)
+{
+	struct proclife *p = ctx;
+
+	(void)cpu;
+	p->records_read++;
+	p->lost += cnt;
+}
+
+/* Passes over all CPUs until one reads nothing (see the top comment), then
+ * the sorted batch. Returns the number delivered or -errno. */
+static int consume_perfbuf(struct proclife *p)
+{
+	uint64_t before = p->delivered;
+	int err = 0;
+
+	for (int pass = 0; pass < PERFBUF_MAX_PASSES && !p->close_pending; pass++) {
+		uint64_t read0 = p->records_read;
+
+		err = perf_buffer__consume(p->pb);
+		if (err || p->records_read == read0)
+			break;
+	}
+	if (!p->close_pending)
+		flush(p);
+	return err ? err : (int)(p->delivered - before);
 }
 
 static void destroy(struct proclife *p)
 {
 	loop_io_del(p->loop, p->io);
 	ring_buffer__free(p->rb);
+	perf_buffer__free(p->pb);
 	proclife__destroy(p->skel);
+	free(p->batch);
+	free(p->keys);
 	free(p);
 }
 
@@ -290,7 +493,7 @@ int proclife_consume(struct proclife *p)
 	if (p->dispatching)
 		return -EBUSY;
 	p->dispatching = true;
-	n = ring_buffer__consume(p->rb);
+	n = p->pb ? consume_perfbuf(p) : ring_buffer__consume(p->rb);
 	p->dispatching = false;
 	if (p->close_pending) {
 		destroy(p);
@@ -328,6 +531,7 @@ int proclife_open(struct loop *l, const struct proclife_opts *o, proclife_event_
 	bool usable[NVARIANTS];
 	int usable_err[NVARIANTS] = { 0 };
 	struct proclife_opts none = { 0 };
+	enum proclife_transport transport;
 	libbpf_print_fn_t old_print;
 	struct proclife *p = NULL;
 	struct btf *btf = NULL;
@@ -353,8 +557,13 @@ int proclife_open(struct loop *l, const struct proclife_opts *o, proclife_event_
 		snprintf(one, sizeof(one), "unknown variant %d", (int)o->variant);
 		err = -EINVAL;
 	}
-	if (!err && (o->ringbuf_kib > MAX_RINGBUF_KIB || o->max_tracked > MAX_TRACKED)) {
-		snprintf(one, sizeof(one), "ringbuf_kib or max_tracked too large");
+	if (!err && (unsigned int)o->transport > PROCLIFE_TRANSPORT_PERFBUF) {
+		snprintf(one, sizeof(one), "unknown transport %d", (int)o->transport);
+		err = -EINVAL;
+	}
+	if (!err && (o->ringbuf_kib > MAX_RINGBUF_KIB || o->max_tracked > MAX_TRACKED ||
+		     o->perfbuf_kib > MAX_PERFBUF_KIB)) {
+		snprintf(one, sizeof(one), "ringbuf_kib, perfbuf_kib or max_tracked too large");
 		err = -EINVAL;
 	}
 	if (err) {
@@ -387,6 +596,8 @@ int proclife_open(struct loop *l, const struct proclife_opts *o, proclife_event_
 		goto cleanup;
 	}
 	err = probe_bpf(reason, sizeof(reason));
+	if (!err)
+		err = choose_transport(o->transport, &transport, reason, sizeof(reason));
 	if (err)
 		goto cleanup;
 
@@ -415,7 +626,7 @@ int proclife_open(struct loop *l, const struct proclife_opts *o, proclife_event_
 
 		if (!usable[i])
 			continue;
-		e = try_variant(p, o, v, one, sizeof(one));
+		e = try_variant(p, o, v, transport, one, sizeof(one));
 		if (!e) {
 			err = 0;
 			break;
@@ -426,20 +637,42 @@ int proclife_open(struct loop *l, const struct proclife_opts *o, proclife_event_
 	if (err)
 		goto cleanup;
 
-	p->rb = ring_buffer__new(bpf_map__fd(p->skel->maps.events), on_record, p, NULL);
-	if (!p->rb) {
-		err = errno ? -errno : -ENOMEM;
-		snprintf(reason, sizeof(reason), "ring buffer: %s", strerror(-err));
-		goto cleanup;
+	if (transport == PROCLIFE_TRANSPORT_PERFBUF) {
+		size_t pages = perfbuf_pages(o->perfbuf_kib);
+		/* A record: perf header, size word, the event, padded to 8. */
+		size_t rec = (sizeof(struct perf_event_header) + sizeof(__u32) + sizeof(struct proclife_event) + 7) & ~(size_t)7;
+
+		p->pb = perf_buffer__new(bpf_map__fd(p->skel->maps.events_perf), pages, on_sample, on_lost, p, NULL);
+		if (!p->pb) {
+			err = errno ? -errno : -ENOMEM;
+			snprintf(reason, sizeof(reason), "perf buffer: %s", strerror(-err));
+			goto cleanup;
+		}
+		/* What all buffers hold at once, plus room for what is written
+		 * while they are read. */
+		p->batch_max = perf_buffer__buffer_cnt(p->pb) * (pages * (size_t)sysconf(_SC_PAGESIZE) / rec + 1) * 2;
+		if (p->batch_max > BATCH_MAX)
+			p->batch_max = BATCH_MAX;
+		if (p->batch_max < BATCH_MIN)
+			p->batch_max = BATCH_MIN;
+		p->io = loop_io_add(l, perf_buffer__epoll_fd(p->pb), EPOLLIN, on_ready, p);
+	} else {
+		p->rb = ring_buffer__new(bpf_map__fd(p->skel->maps.events), on_record, p, NULL);
+		if (!p->rb) {
+			err = errno ? -errno : -ENOMEM;
+			snprintf(reason, sizeof(reason), "ring buffer: %s", strerror(-err));
+			goto cleanup;
+		}
+		p->io = loop_io_add(l, ring_buffer__epoll_fd(p->rb), EPOLLIN, on_ready, p);
 	}
-	p->io = loop_io_add(l, ring_buffer__epoll_fd(p->rb), EPOLLIN, on_ready, p);
 	if (!p->io) {
 		err = errno ? -errno : -ENOMEM;
 		snprintf(reason, sizeof(reason), "loop: %s", strerror(-err));
 		goto cleanup;
 	}
 	libbpf_set_print(old_print);
-	log_debug("proclife: attached (%s), comm=%s basename_prefix=%s", variant_names[p->variant],
+	log_debug("proclife: attached (%s, %s), comm=%s basename_prefix=%s", variant_names[p->variant],
+		  transport_names[p->transport],
 		  o->comm ? o->comm : "-", o->basename_prefix ? o->basename_prefix : "-");
 	*out = p;
 	return 0;
@@ -467,6 +700,11 @@ void proclife_close(struct proclife *p)
 const char *proclife_variant(const struct proclife *p)
 {
 	return variant_names[p->variant];
+}
+
+const char *proclife_transport(const struct proclife *p)
+{
+	return transport_names[p->transport];
 }
 
 /* ---- the tracked set ---- */
@@ -574,6 +812,7 @@ int proclife_counters(struct proclife *p, struct proclife_counters *out)
 	out->events_emitted = sum[PROCLIFE_CNT_EMITTED];
 	out->events_delivered = p->delivered;
 	out->events_malformed = p->malformed;
+	out->perfbuf_lost = p->lost;
 	return 0;
 }
 

@@ -1,5 +1,5 @@
 /* Process lifecycle through eBPF: exec, fork and exit of onepanel and its
- * descendants, delivered on the core loop (the ring buffer's epoll fd is a
+ * descendants, delivered on the core loop (the event buffer's epoll fd is a
  * loop source; no thread, no polling).
  *
  * What is reported (struct proclife_event in include/proclife.h):
@@ -26,8 +26,27 @@
  *
  * Flavours: tp_btf, then raw_tp, then classic tracepoints (needs tracefs),
  * the first that loads and attaches wins; proclife_variant() says which.
- * Losses: the kernel counts ring buffer overruns (ringbuf_drops) and failed
- * inserts into a full tracked map (track_full); see proclife_counters().
+ *
+ * Transport: a BPF ring buffer where the kernel can create one (5.8+), else
+ * a perf buffer (one per CPU; kernels 5.2-5.7), probed at open with
+ * libbpf_probe_bpf_map_type(); proclife_transport() says which, and
+ * opts.transport forces one (tests). The same object serves both; the map
+ * of the transport not used is not even created.
+ * Order: the ring buffer is one queue for all CPUs: events arrive in the
+ * order the kernel wrote them. Perf buffers are per CPU, so proclife
+ * collects everything queued in all of them (reading until a pass over all
+ * CPUs finds nothing new), sorts that batch by ts_ns and then delivers it.
+ * Either way, when one event happened before another could start (an EXIT
+ * and then the EXEC of the successor its parent started, on another CPU),
+ * the earlier is delivered first. Perf buffer exception: a backlog larger
+ * than one batch (about what the buffers hold, at most 4096 events) is
+ * delivered in sorted chunks, and the order across chunks is by CPU.
+ *
+ * Losses: the kernel counts events it could not write (ringbuf_drops,
+ * either transport: the buffer was full, or, perf buffer only, the event
+ * happened on a CPU brought online after open, which has no buffer) and
+ * failed inserts into a full tracked map (track_full); see
+ * proclife_counters().
  *
  * Ownership: proclife_open() registers one loop source; the loop must outlive
  * the handle. The event passed to the callback is valid during the call only.
@@ -53,6 +72,12 @@ enum proclife_variant {
 	PROCLIFE_VARIANT_TP,
 };
 
+enum proclife_transport {
+	PROCLIFE_TRANSPORT_AUTO = 0,  /* ring buffer when the kernel has it, else perf buffer */
+	PROCLIFE_TRANSPORT_RINGBUF,   /* fails to open without ring buffer support */
+	PROCLIFE_TRANSPORT_PERFBUF,
+};
+
 struct proclife_opts {
 	const char *comm;             /* exact comm to match at exec (1-15 chars); NULL = none */
 	const char *basename_prefix;  /* executable basename prefix (1-15 bytes); NULL = none */
@@ -60,6 +85,9 @@ struct proclife_opts {
 	unsigned int ringbuf_kib;     /* ring buffer size; 0 = 256, rounded up to a power of 2 */
 	unsigned int max_tracked;     /* capacity of the tracked set; 0 = 8192 */
 	enum proclife_variant variant;/* force one flavour (tests); AUTO = probe */
+	enum proclife_transport transport; /* force one transport (tests); AUTO = probe */
+	unsigned int perfbuf_kib;     /* perf buffer size per CPU; 0 = 64, rounded up to a
+	                               * power-of-2 number of pages */
 };
 
 /* Called from the loop for each event; may call proclife_track/untrack and
@@ -90,17 +118,25 @@ int proclife_consume(struct proclife *p);
 
 /* "tp_btf", "raw_tp" or "tp". */
 const char *proclife_variant(const struct proclife *p);
+/* "ringbuf" or "perfbuf". */
+const char *proclife_transport(const struct proclife *p);
 
 struct proclife_counters {
 	uint64_t execs;             /* host-wide, kernel (every process, tracked or not) */
 	uint64_t forks;             /* host-wide new processes */
 	uint64_t exits;             /* host-wide process exits */
-	uint64_t ringbuf_drops;     /* events lost to a full ring buffer */
+	uint64_t ringbuf_drops;     /* events the programs could not write: ring buffer (or
+	                             * the CPU's perf buffer) full; every loss is here */
 	uint64_t track_full;        /* children/matches not tracked: set full */
 	uint64_t stale_tracked;     /* tracked entries dropped for a start time mismatch */
 	uint64_t events_emitted;    /* written by the kernel */
 	uint64_t events_delivered;  /* passed to the callback */
 	uint64_t events_malformed;  /* records too short to be an event (never expected) */
+	uint64_t perfbuf_lost;      /* perf buffer: losses the perf buffers reported
+	                             * (PERF_RECORD_LOST). The same losses as in
+	                             * ringbuf_drops, seen from the reading side and late
+	                             * (a CPU reports them with its next written event):
+	                             * a cross-check, not to be added. 0 with the ring buffer */
 };
 /* Per-CPU kernel counters summed, plus the userspace ones. */
 int proclife_counters(struct proclife *p, struct proclife_counters *out);

@@ -16,12 +16,15 @@
  *
  * latency: a child execs /bin/true every ms; the loop here receives the
  * events and reports CLOCK_BOOTTIME at delivery minus the event's ts_ns
- * (kernel hook -> callback), p50/p90/p99/max.
+ * (kernel hook -> callback), p50/p90/p99/max. With --transport both, the
+ * ring buffer and the perf buffer are measured in alternating rounds of
+ * the same run (the machine drifts; compare within one run).
  *
- *   proclife_cost [--rounds N] [--iters N] [--variant V] [--latency N]
- *   proclife_cost --hold [--comm C] [--variant V]  attach, print "ready V",
- *                                                stay attached until stdin closes
- * V: auto, tp_btf, raw_tp, tp. Built and run by tests/bench/proclife_cost.sh. */
+ *   proclife_cost [--rounds N] [--iters N] [--variant V] [--transport T] [--latency N]
+ *   proclife_cost --hold [--comm C] [--variant V] [--transport T]
+ *                     attach, print "ready V", stay attached until stdin closes
+ * V: auto, tp_btf, raw_tp, tp. T: auto, ringbuf, perfbuf (both: --latency
+ * only). Built and run by tests/bench/proclife_cost.sh. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -44,6 +47,8 @@ static uint64_t now_ns(clockid_t clk)
 	clock_gettime(clk, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+static enum proclife_transport transport = PROCLIFE_TRANSPORT_AUTO;
 
 static enum proclife_variant parse_variant(const char *s)
 {
@@ -76,7 +81,7 @@ static void on_event(void *arg, const struct proclife_event *e)
 
 static struct proclife *open_or_die(struct loop *l, const char *comm, enum proclife_variant v, struct sink *s)
 {
-	struct proclife_opts o = { .comm = comm, .variant = v };
+	struct proclife_opts o = { .comm = comm, .variant = v, .transport = transport };
 	struct proclife *p;
 	char why[512];
 	int err = proclife_open(l, &o, on_event, s, &p, why, sizeof(why));
@@ -162,7 +167,7 @@ static void serve(const char *comm, enum proclife_variant v, int ctl_fd, int rea
 		perror("loop_io_add");
 		exit(1);
 	}
-	n = snprintf(msg, sizeof(msg), "ready %s\n", proclife_variant(p));
+	n = snprintf(msg, sizeof(msg), "ready %s/%s\n", proclife_variant(p), proclife_transport(p));
 	if (write(ready_fd, msg, (size_t)n) != n)
 		exit(1);
 	loop_run(l);
@@ -187,7 +192,7 @@ static void serve(const char *comm, enum proclife_variant v, int ctl_fd, int rea
 struct holder {
 	pid_t pid;
 	int ctl;     /* write end: close to stop it */
-	char variant[16];
+	char variant[24];  /* "flavour/transport" */
 };
 
 static struct holder holder_start(const char *comm, enum proclife_variant v, bool stats)
@@ -218,7 +223,7 @@ static struct holder holder_start(const char *comm, enum proclife_variant v, boo
 		exit(1);
 	}
 	buf[n] = '\0';
-	sscanf(buf + 6, "%15s", h.variant);
+	sscanf(buf + 6, "%23s", h.variant);
 	h.ctl = ctl[1];
 	return h;
 }
@@ -232,7 +237,7 @@ static void holder_stop(struct holder *h)
 static void cost(int rounds, int iters, enum proclife_variant v)
 {
 	double none[64], untracked[64], tracked[64];
-	char variant[16] = "?";
+	char variant[24] = "?";
 
 	if (rounds > 64)
 		rounds = 64;
@@ -282,49 +287,81 @@ static void cost(int rounds, int iters, enum proclife_variant v)
 	}
 }
 
-static void latency(int n, enum proclife_variant v)
+/* n execs of /bin/true, one per ms, received on a loop here; the samples
+ * are appended to s->lat. */
+static void latency_run(int n, enum proclife_variant v, struct sink *s, struct proclife_counters *c,
+			char *name, size_t namelen)
 {
 	struct loop *l = loop_new();
-	struct sink s = { 0 };
-	struct proclife *p;
+	struct proclife *p = open_or_die(l, "true", v, s);
 	uint64_t end;
 	pid_t driver;
 
-	s.maxlat = (size_t)n * 2;
-	s.lat = calloc(s.maxlat, sizeof(uint64_t));
-	p = open_or_die(l, "true", v, &s);
+	snprintf(name, namelen, "%s/%s", proclife_variant(p), proclife_transport(p));
+	s->exits = 0;
 	driver = fork();
 	if (driver == 0) {
 		struct timespec ms = { 0, 1000000 };
 
 		for (int i = 0; i < n; i++) {
 			run_true();
-			nanosleep(&ms, NULL);
+			nanosleep(&ms, NULL);  /* pacing of the load, not synchronisation */
 		}
 		_exit(0);
 	}
 	end = loop_now_ms() + 120000;
-	while (s.exits < (uint64_t)n && loop_now_ms() < end)
+	while (s->exits < (uint64_t)n && loop_now_ms() < end)
 		loop_run_once(l, 100);
 	waitpid(driver, NULL, 0);
-	qsort(s.lat, s.nlat, sizeof(uint64_t), cmp_u64);
-	if (s.nlat) {
-		printf("latency, variant %s, %zu events (EXEC+EXIT of %d execs), kernel hook -> callback:\n",
-		       proclife_variant(p), s.nlat, n);
-		printf("  p50 %.1f us  p90 %.1f us  p99 %.1f us  max %.1f us\n", s.lat[s.nlat / 2] / 1e3,
-		       s.lat[s.nlat * 9 / 10] / 1e3, s.lat[s.nlat * 99 / 100] / 1e3, s.lat[s.nlat - 1] / 1e3);
-	}
-	{
-		struct proclife_counters c;
-
-		if (!proclife_counters(p, &c))
-			printf("  ringbuf drops %llu, emitted %llu, delivered %llu\n",
-			       (unsigned long long)c.ringbuf_drops, (unsigned long long)c.events_emitted,
-			       (unsigned long long)c.events_delivered);
-	}
+	if (proclife_counters(p, c))
+		memset(c, 0, sizeof(*c));
 	proclife_close(p);
-	free(s.lat);
 	loop_free(l);
+}
+
+static void latency_report(const char *name, struct sink *s, const struct proclife_counters *c, int n)
+{
+	qsort(s->lat, s->nlat, sizeof(uint64_t), cmp_u64);
+	if (s->nlat) {
+		printf("latency, %s, %zu events (EXEC+EXIT of %d execs), kernel hook -> callback:\n", name, s->nlat, n);
+		printf("  p50 %.1f us  p90 %.1f us  p99 %.1f us  max %.1f us\n", s->lat[s->nlat / 2] / 1e3,
+		       s->lat[s->nlat * 9 / 10] / 1e3, s->lat[s->nlat * 99 / 100] / 1e3, s->lat[s->nlat - 1] / 1e3);
+	}
+	printf("  drops %llu, emitted %llu, delivered %llu, perf buffer lost records %llu\n",
+	       (unsigned long long)c->ringbuf_drops, (unsigned long long)c->events_emitted,
+	       (unsigned long long)c->events_delivered, (unsigned long long)c->perfbuf_lost);
+}
+
+/* both: ROUNDS alternating rounds of n/ROUNDS execs per transport. */
+static void latency(int n, enum proclife_variant v, bool both)
+{
+	enum { ROUNDS = 4 };
+	static const enum proclife_transport ts[2] = { PROCLIFE_TRANSPORT_RINGBUF, PROCLIFE_TRANSPORT_PERFBUF };
+	int nt = both ? 2 : 1, per = both ? (n + ROUNDS - 1) / ROUNDS : n, rounds = both ? ROUNDS : 1;
+	struct sink s[2] = { { 0 }, { 0 } };
+	struct proclife_counters c[2] = { { 0 } }, one;
+	char name[2][48] = { "?", "?" };
+
+	for (int t = 0; t < nt; t++) {
+		s[t].maxlat = (size_t)per * rounds * 2;
+		s[t].lat = calloc(s[t].maxlat, sizeof(uint64_t));
+	}
+	for (int r = 0; r < rounds; r++)
+		for (int k = 0; k < nt; k++) {
+			int t = (r + k) % nt;  /* neither always goes first */
+
+			if (both)
+				transport = ts[t];
+			latency_run(per, v, &s[t], &one, name[t], sizeof(name[t]));
+			c[t].ringbuf_drops += one.ringbuf_drops;
+			c[t].events_emitted += one.events_emitted;
+			c[t].events_delivered += one.events_delivered;
+			c[t].perfbuf_lost += one.perfbuf_lost;
+		}
+	for (int t = 0; t < nt; t++) {
+		latency_report(name[t], &s[t], &c[t], per * rounds);
+		free(s[t].lat);
+	}
 }
 
 static void hold(const char *comm, enum proclife_variant v)
@@ -335,7 +372,7 @@ static void hold(const char *comm, enum proclife_variant v)
 int main(int argc, char **argv)
 {
 	int rounds = 5, iters = 500, lat = 0;
-	bool do_hold = false;
+	bool do_hold = false, both = false;
 	const char *comm = "osa-nomatch";
 	enum proclife_variant v = PROCLIFE_VARIANT_AUTO;
 
@@ -350,10 +387,18 @@ int main(int argc, char **argv)
 			v = parse_variant(argv[++i]);
 		else if (!strcmp(argv[i], "--comm") && i + 1 < argc)
 			comm = argv[++i];
+		else if (!strcmp(argv[i], "--transport") && i + 1 < argc) {
+			const char *t = argv[++i];
+
+			both = !strcmp(t, "both");
+			transport = !strcmp(t, "ringbuf")   ? PROCLIFE_TRANSPORT_RINGBUF
+				    : !strcmp(t, "perfbuf") ? PROCLIFE_TRANSPORT_PERFBUF
+							    : PROCLIFE_TRANSPORT_AUTO;
+		}
 		else if (!strcmp(argv[i], "--hold"))
 			do_hold = true;
 		else {
-			fprintf(stderr, "usage: %s [--rounds N] [--iters N] [--latency N] [--variant V] | --hold [--comm C]\n",
+			fprintf(stderr, "usage: %s [--rounds N] [--iters N] [--latency N] [--variant V] [--transport T] | --hold [--comm C]\n",
 				argv[0]);
 			return 2;
 		}
@@ -362,7 +407,7 @@ int main(int argc, char **argv)
 	if (do_hold)
 		hold(comm, v);
 	else if (lat > 0)
-		latency(lat, v);
+		latency(lat, v, both);
 	else
 		cost(rounds < 1 ? 1 : rounds, iters < 1 ? 1 : iters, v);
 	return 0;

@@ -3,12 +3,13 @@
 # run on every exec, fork and exit of the host, and their event latency.
 # Needs root.
 #
-#   tests/bench/proclife_cost.sh     (BUILD=build ROUNDS=5 ITERS=500 VARIANT=auto LAT=1000)
+#   tests/bench/proclife_cost.sh     (BUILD=build ROUNDS=5 ITERS=500 VARIANT=auto TRANSPORT=auto LAT=1000)
 #
 # 1. tests/bench/proclife_cost.c: fork+exec(/bin/true)+wait loop with no
 #    programs / attached but untracked / every exec matching (interleaved
 #    rounds, medians), in-program ns per run from the kernel's BPF stats;
-#    then kernel-hook -> callback latency over LAT execs.
+#    then kernel-hook -> callback latency over LAT execs for the ring buffer
+#    and the perf buffer transport, in alternating rounds of the same run.
 # 2. hyperfine: a shell running /bin/true 500 times, without and with the
 #    programs attached (held by proclife_cost --hold, nothing matching),
 #    alternated CYCLES times (default 4) so drift hits both states.
@@ -20,6 +21,7 @@ BUILD=${BUILD:-build}
 ROUNDS=${ROUNDS:-5}
 ITERS=${ITERS:-500}
 VARIANT=${VARIANT:-auto}
+TRANSPORT=${TRANSPORT:-auto}
 LAT=${LAT:-1000}
 [ "$(id -u)" = 0 ] || { echo "proclife_cost: needs root (loads BPF programs)" >&2; exit 1; }
 
@@ -32,9 +34,9 @@ cc -O2 -g -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Iuserspace -
     $(pkg-config --libs libbpf libcjson) -lelf -lz -lm
 
 echo "== fork+exec loop"
-"$bin" --rounds "$ROUNDS" --iters "$ITERS" --variant "$VARIANT"
-echo "== event latency"
-"$bin" --latency "$LAT" --variant "$VARIANT"
+"$bin" --rounds "$ROUNDS" --iters "$ITERS" --variant "$VARIANT" --transport "$TRANSPORT"
+echo "== event latency, ring buffer and perf buffer"
+"$bin" --latency "$LAT" --variant "$VARIANT" --transport both
 
 if command -v hyperfine >/dev/null; then
     # Alternate without / with (held by proclife_cost --hold, nothing
@@ -46,7 +48,7 @@ if command -v hyperfine >/dev/null; then
     for c in $(seq "$CYCLES"); do
         hyperfine -N --warmup 1 --runs 5 --export-json "$out/pl_none_$c.json" "$cmd" >/dev/null
         fifo=$(mktemp -u); mkfifo "$fifo"
-        "$bin" --hold --variant "$VARIANT" <"$fifo" >"$out/hold.out" & holder=$!
+        "$bin" --hold --variant "$VARIANT" --transport "$TRANSPORT" <"$fifo" >"$out/hold.out" & holder=$!
         exec 9>"$fifo"; rm -f "$fifo"
         until grep -q ready "$out/hold.out" 2>/dev/null; do
             kill -0 $holder 2>/dev/null || { echo "holder failed" >&2; exit 1; }

@@ -5,7 +5,10 @@
  * The "onepanel" of these tests is a copy of /bin/sh under a name unique to
  * this run (osaltXXXXXX), so other processes on the host (and other test
  * runs) never match. BPF is required: a proclife_open() failure fails the
- * test unless ONESHIELD_ALLOW_NO_BPF=1, which skips instead (CI has BPF). */
+ * test unless ONESHIELD_ALLOW_NO_BPF=1, which skips instead (CI has BPF).
+ *
+ * The event tests run once per transport (ring buffer, perf buffer): both
+ * work on this kernel, and the perf buffer is what kernels before 5.8 get. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +21,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +32,7 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 
 #include "loop.h"
 #include "proclife.h"
@@ -138,19 +143,46 @@ static bool fx_open(struct fx *f, struct proclife_opts *o)
 	return true;
 }
 
-static pid_t spawn(char *const argv[])
+/* cpu >= 0: the child (and what it starts) runs on that CPU only, from
+ * before its exec. */
+static pid_t spawn_on(char *const argv[], int cpu)
 {
 	pid_t pid = fork();
 
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		setpgid(0, 0);  /* teardown kills the group: grandchildren too */
+		if (cpu >= 0) {
+			cpu_set_t set;
+
+			CPU_ZERO(&set);
+			CPU_SET(cpu, &set);
+			if (sched_setaffinity(0, sizeof(set), &set))
+				_exit(126);
+		}
 		execv(argv[0], argv);
 		_exit(127);
 	}
 	if (nkids < (int)(sizeof(kids) / sizeof(kids[0])))
 		kids[nkids++] = pid;
 	return pid;
+}
+
+static pid_t spawn(char *const argv[])
+{
+	return spawn_on(argv, -1);
+}
+
+/* The n-th CPU (from 0) this process may run on, -1 if there are fewer. */
+static int allowed_cpu(int n)
+{
+	cpu_set_t set;
+
+	assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &set) && n-- == 0)
+			return c;
+	return -1;
 }
 
 static void forget_kid(pid_t pid)
@@ -260,12 +292,28 @@ static uint64_t proc_start_ticks(pid_t pid)
 
 static bool have_tracefs(void);
 
+static const char *transport_name(enum proclife_transport t)
+{
+	return t == PROCLIFE_TRANSPORT_RINGBUF ? "ringbuf" : t == PROCLIFE_TRANSPORT_PERFBUF ? "perfbuf" : "auto";
+}
+
+/* A forced transport must be the one in use. */
+static void check_transport(struct fx *f, enum proclife_transport t)
+{
+	const char *got = proclife_transport(f->p);
+
+	if (t != PROCLIFE_TRANSPORT_AUTO)
+		assert_string_equal(got, transport_name(t));
+	else
+		assert_string_equal(got, libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1 ? "ringbuf" : "perfbuf");
+}
+
 /* ---- the main scenario: exec, fork, exit code, signal ---- */
 
-static void scenario(enum proclife_variant v)
+static void scenario(enum proclife_variant v, enum proclife_transport tr)
 {
 	struct fx *f = fx_new();
-	struct proclife_opts o = { .variant = v };
+	struct proclife_opts o = { .variant = v, .transport = tr };
 	struct proclife_counters c0, c1;
 	const struct proclife_event *e, *sub, *slp, *x;
 	char script[] = "(exit 3)\n/bin/sleep 1000 &\nwait\nexit 7\n";
@@ -279,10 +327,11 @@ static void scenario(enum proclife_variant v)
 		fx_free(f);
 		skip();
 	}
-	print_message("variant %s, comm %s\n", proclife_variant(f->p), f->comm);
+	print_message("variant %s, transport %s, comm %s\n", proclife_variant(f->p), proclife_transport(f->p), f->comm);
 	if (v != PROCLIFE_VARIANT_AUTO)
 		assert_string_equal(proclife_variant(f->p),
 				    v == PROCLIFE_VARIANT_TP_BTF ? "tp_btf" : v == PROCLIFE_VARIANT_RAW_TP ? "raw_tp" : "tp");
+	check_transport(f, tr);
 	assert_int_equal(proclife_counters(f->p, &c0), 0);
 
 	/* Untracked, not matching: nothing (checked once later events came). */
@@ -369,6 +418,7 @@ static void scenario(enum proclife_variant v)
 	assert_true(c1.forks - c0.forks >= 4);  /* true, sh, subshell, sleep */
 	assert_true(c1.exits - c0.exits >= 4);
 	assert_int_equal(c1.ringbuf_drops, 0);
+	assert_int_equal(c1.perfbuf_lost, 0);
 	assert_int_equal(c1.track_full, 0);
 	assert_int_equal(c1.events_malformed, 0);
 	assert_int_equal(c1.events_delivered, (uint64_t)f->n);
@@ -379,13 +429,13 @@ static void scenario(enum proclife_variant v)
 static void test_scenario_auto(void **state)
 {
 	(void)state;
-	scenario(PROCLIFE_VARIANT_AUTO);
+	scenario(PROCLIFE_VARIANT_AUTO, PROCLIFE_TRANSPORT_AUTO);
 }
 
 static void test_scenario_raw_tp(void **state)
 {
 	(void)state;
-	scenario(PROCLIFE_VARIANT_RAW_TP);
+	scenario(PROCLIFE_VARIANT_RAW_TP, PROCLIFE_TRANSPORT_RINGBUF);
 }
 
 static void test_scenario_tp(void **state)
@@ -395,7 +445,210 @@ static void test_scenario_tp(void **state)
 		print_message("tracefs not mounted: the tp flavour cannot attach here\n");
 		skip();
 	}
-	scenario(PROCLIFE_VARIANT_TP);
+	scenario(PROCLIFE_VARIANT_TP, PROCLIFE_TRANSPORT_RINGBUF);
+}
+
+static void test_scenario_perfbuf_tp_btf(void **state)
+{
+	(void)state;
+	scenario(PROCLIFE_VARIANT_TP_BTF, PROCLIFE_TRANSPORT_PERFBUF);
+}
+
+static void test_scenario_perfbuf_raw_tp(void **state)
+{
+	(void)state;
+	scenario(PROCLIFE_VARIANT_RAW_TP, PROCLIFE_TRANSPORT_PERFBUF);
+}
+
+static void test_scenario_perfbuf_tp(void **state)
+{
+	(void)state;
+	if (!have_tracefs()) {
+		print_message("tracefs not mounted: the tp flavour cannot attach here\n");
+		skip();
+	}
+	scenario(PROCLIFE_VARIANT_TP, PROCLIFE_TRANSPORT_PERFBUF);
+}
+
+/* ---- transports: maps, losses, order ---- */
+
+/* The loaded programs use the map of their transport and no map of the
+ * other type: that one was never created (bpf_map__set_autocreate), its
+ * references were poisoned by libbpf and removed with the dead branch. */
+static void transport_maps(enum proclife_transport tr, uint32_t want, uint32_t other)
+{
+	struct fx *f = fx_new();
+	struct proclife_opts o = { .transport = tr };
+	struct proclife_prog_stat ps[16];
+	int n;
+
+	if (!fx_open(f, &o)) {
+		fx_free(f);
+		skip();
+	}
+	check_transport(f, tr);
+	n = proclife_prog_stats(f->p, ps, 16);
+	assert_int_equal(n, 3);
+	for (int i = 0; i < n; i++) {
+		struct bpf_prog_info info;
+		uint32_t ids[16], len = sizeof(info);
+		int fd = bpf_prog_get_fd_by_id(ps[i].id), seen_want = 0;
+
+		assert_true(fd >= 0);
+		/* Zeroed: the kernel fills ids through a pointer valgrind does
+		 * not follow, and would call them uninitialised otherwise. */
+		memset(ids, 0, sizeof(ids));
+		memset(&info, 0, sizeof(info));
+		info.nr_map_ids = 16;
+		info.map_ids = (uint64_t)(uintptr_t)ids;
+		assert_int_equal(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
+		close(fd);
+		assert_true(info.nr_map_ids <= 16);
+		for (uint32_t k = 0; k < info.nr_map_ids; k++) {
+			struct bpf_map_info mi;
+			uint32_t mlen = sizeof(mi);
+			int mfd = bpf_map_get_fd_by_id(ids[k]);
+
+			assert_true(mfd >= 0);
+			memset(&mi, 0, sizeof(mi));
+			assert_int_equal(bpf_obj_get_info_by_fd(mfd, &mi, &mlen), 0);
+			close(mfd);
+			assert_int_not_equal(mi.type, other);
+			seen_want += mi.type == want;
+		}
+		/* Every program emits (the exit one at least): the map is there. */
+		assert_int_equal(seen_want, 1);
+	}
+	fx_free(f);
+}
+
+static void test_transport_maps(void **state)
+{
+	(void)state;
+	transport_maps(PROCLIFE_TRANSPORT_RINGBUF, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	transport_maps(PROCLIFE_TRANSPORT_PERFBUF, BPF_MAP_TYPE_PERF_EVENT_ARRAY, BPF_MAP_TYPE_RINGBUF);
+}
+
+/* A burst into the smallest buffer (one page; per CPU for perf buffers),
+ * nobody reading: a matching shell runs NSUB subshells, all on one CPU,
+ * while this process waits for it. That is exactly 2 + 2 * NSUB events
+ * (EXEC and EXIT of the shell, FORK and EXIT of each subshell); every one
+ * must be either delivered or counted as dropped. */
+#define NSUB 100
+
+static void losses(enum proclife_transport tr)
+{
+	struct fx *f = fx_new();
+	struct proclife_opts o = { .transport = tr, .ringbuf_kib = 4, .perfbuf_kib = 4 };
+	char script[128];
+	char *argv[] = { f->bin, "-c", script, NULL };
+	char *argv_exit[] = { f->bin, "-c", "exit 0", NULL };
+	struct proclife_counters c0, c1, c2;
+	uint64_t emitted, drops;
+	int cpu = allowed_cpu(0), st;
+	pid_t sh, tail;
+
+	snprintf(script, sizeof(script), "i=0\nwhile [ $i -lt %d ]; do (exit 0); i=$((i+1)); done\nexit 0\n", NSUB);
+	if (!fx_open(f, &o)) {
+		fx_free(f);
+		skip();
+	}
+	check_transport(f, tr);
+	assert_int_equal(proclife_counters(f->p, &c0), 0);
+	sh = spawn_on(argv, cpu);
+	st = reap(sh);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* Everything is written: the exit was recorded before the wait
+	 * returned. One consume reads until the buffer is empty. */
+	assert_true(proclife_consume(f->p) >= 0);
+	assert_int_equal(proclife_counters(f->p, &c1), 0);
+	emitted = c1.events_emitted - c0.events_emitted;
+	drops = c1.ringbuf_drops - c0.ringbuf_drops;
+	print_message("%s: %llu events: %llu delivered, %llu dropped\n", proclife_transport(f->p),
+		      (unsigned long long)(emitted + drops), (unsigned long long)emitted, (unsigned long long)drops);
+	assert_int_equal(emitted + drops, 2 + 2 * NSUB);
+	assert_true(drops > 0);
+	assert_int_equal(c1.events_delivered - c0.events_delivered, emitted);
+	assert_int_equal(f->n, emitted);
+	assert_int_equal(c1.events_malformed, 0);
+
+	/* The next event on that CPU gets through (and, with perf buffers,
+	 * carries the loss record for what was dropped there). */
+	tail = spawn_on(argv_exit, cpu);
+	assert_int_equal(reap(tail), 0);
+	wait_for(f, PROCLIFE_EXIT, tail);
+	assert_true(proclife_consume(f->p) >= 0);
+	assert_int_equal(proclife_counters(f->p, &c2), 0);
+	assert_int_equal(c2.ringbuf_drops, c1.ringbuf_drops);
+	assert_int_equal(c2.events_emitted - c1.events_emitted, 2);
+	assert_int_equal(c2.events_delivered, c2.events_emitted - c0.events_emitted);
+	if (tr == PROCLIFE_TRANSPORT_PERFBUF)
+		assert_int_equal(c2.perfbuf_lost, drops);
+	else
+		assert_int_equal(c2.perfbuf_lost, 0);
+	fx_free(f);
+}
+
+static void test_losses(void **state)
+{
+	(void)state;
+	losses(PROCLIFE_TRANSPORT_RINGBUF);
+}
+
+static void test_losses_perfbuf(void **state)
+{
+	(void)state;
+	losses(PROCLIFE_TRANSPORT_PERFBUF);
+}
+
+/* Three processes, one after the other, on two CPUs: a and c on the
+ * higher-numbered one, b on the lower, all queued before one consume. A
+ * perf buffer reader visits the CPUs in order and would see b's events
+ * first; the batch must come out in time order: a, b, c. */
+static void order(enum proclife_transport tr)
+{
+	struct fx *f = fx_new();
+	struct proclife_opts o = { .transport = tr };
+	char *argv[] = { f->bin, "-c", "exit 0", NULL };
+	int lo = allowed_cpu(0), hi = allowed_cpu(1);
+	pid_t pids[3];
+
+	if (hi < 0) {
+		print_message("one CPU only: nothing to order\n");
+		fx_free(f);
+		skip();
+	}
+	if (!fx_open(f, &o)) {
+		fx_free(f);
+		skip();
+	}
+	check_transport(f, tr);
+	for (int i = 0; i < 3; i++) {
+		pids[i] = spawn_on(argv, i == 1 ? lo : hi);
+		assert_int_equal(reap(pids[i]), 0);
+	}
+	assert_int_equal(proclife_consume(f->p), 6);
+	assert_int_equal(f->n, 6);
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(f->ev[i].tgid, pids[i / 2]);
+		assert_int_equal(f->ev[i].type, i % 2 ? PROCLIFE_EXIT : PROCLIFE_EXEC);
+		if (i)
+			assert_true(f->ev[i].ts_ns >= f->ev[i - 1].ts_ns);
+	}
+	fx_free(f);
+}
+
+static void test_order(void **state)
+{
+	(void)state;
+	order(PROCLIFE_TRANSPORT_RINGBUF);
+}
+
+static void test_order_perfbuf(void **state)
+{
+	(void)state;
+	order(PROCLIFE_TRANSPORT_PERFBUF);
 }
 
 /* ---- multi-threaded processes: one EXIT, no FORK for threads ---- */
@@ -470,20 +723,20 @@ static pid_t spawn_helper(const char *mode, int fd)
 	return spawn(argv);
 }
 
-static void test_threads(void **state)
+static void threads(enum proclife_transport tr)
 {
 	struct fx *f = fx_new();
-	struct proclife_opts o = { 0 };
+	struct proclife_opts o = { .transport = tr };
 	const struct proclife_event *x;
 	int go[2], ready[2], st;
 	pid_t a, b;
 	char c;
 
-	(void)state;
 	if (!fx_open(f, &o)) {
 		fx_free(f);
 		skip();
 	}
+	check_transport(f, tr);
 	assert_int_equal(pipe(go), 0);
 	assert_int_equal(pipe(ready), 0);
 
@@ -526,21 +779,33 @@ static void test_threads(void **state)
 	fx_free(f);
 }
 
+static void test_threads(void **state)
+{
+	(void)state;
+	threads(PROCLIFE_TRANSPORT_RINGBUF);
+}
+
+static void test_threads_perfbuf(void **state)
+{
+	(void)state;
+	threads(PROCLIFE_TRANSPORT_PERFBUF);
+}
+
 /* ---- options ---- */
 
-static void test_manual_track(void **state)
+static void manual_track(enum proclife_transport tr)
 {
 	struct fx *f = fx_new();
-	struct proclife_opts o = { .manual_track = true };
+	struct proclife_opts o = { .manual_track = true, .transport = tr };
 	char *argv[] = { f->bin, "-c", "(exit 2)\nexit 0\n", NULL };
 	const struct proclife_event *e;
 	pid_t sh;
 
-	(void)state;
 	if (!fx_open(f, &o)) {
 		fx_free(f);
 		skip();
 	}
+	check_transport(f, tr);
 	sh = spawn(argv);
 	e = wait_for(f, PROCLIFE_EXEC, sh);
 	assert_true(e->flags & PROCLIFE_F_MATCHED);
@@ -555,6 +820,18 @@ static void test_manual_track(void **state)
 	assert_null(find(f, PROCLIFE_FORK, -1));
 	assert_null(find(f, PROCLIFE_EXIT, -1));
 	fx_free(f);
+}
+
+static void test_manual_track(void **state)
+{
+	(void)state;
+	manual_track(PROCLIFE_TRANSPORT_RINGBUF);
+}
+
+static void test_manual_track_perfbuf(void **state)
+{
+	(void)state;
+	manual_track(PROCLIFE_TRANSPORT_PERFBUF);
 }
 
 static void test_basename_prefix(void **state)
@@ -599,6 +876,15 @@ static void test_bad_args(void **state)
 	o.comm = "x";
 	o.variant = (enum proclife_variant)42;
 	assert_int_equal(proclife_open(l, &o, on_event, NULL, &p, NULL, 0), -EINVAL);
+	o.variant = PROCLIFE_VARIANT_AUTO;
+	o.transport = (enum proclife_transport)42;
+	assert_int_equal(proclife_open(l, &o, on_event, NULL, &p, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "transport"));
+	o.transport = PROCLIFE_TRANSPORT_PERFBUF;
+	o.perfbuf_kib = 1u << 30;
+	assert_int_equal(proclife_open(l, &o, on_event, NULL, &p, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "perfbuf_kib"));
+	assert_null(p);
 	proclife_close(NULL);
 	loop_free(l);
 }
@@ -721,10 +1007,10 @@ static bool have_tracefs(void)
 }
 
 /* Every flavour: programs, links (or perf event fds) and maps go away. */
-static void close_detaches(enum proclife_variant v)
+static void close_detaches(enum proclife_variant v, enum proclife_transport tr)
 {
 	struct fx *f = fx_new();
-	struct proclife_opts o = { .variant = v };
+	struct proclife_opts o = { .variant = v, .transport = tr };
 	struct proclife_prog_stat ps[16];
 	int fds0, n;
 	uint64_t end;
@@ -762,21 +1048,22 @@ static void close_detaches(enum proclife_variant v)
 static void test_close_detaches(void **state)
 {
 	(void)state;
-	close_detaches(PROCLIFE_VARIANT_TP_BTF);
-	close_detaches(PROCLIFE_VARIANT_RAW_TP);
-	if (have_tracefs())
-		close_detaches(PROCLIFE_VARIANT_TP);
+	for (int t = PROCLIFE_TRANSPORT_RINGBUF; t <= PROCLIFE_TRANSPORT_PERFBUF; t++) {
+		close_detaches(PROCLIFE_VARIANT_TP_BTF, (enum proclife_transport)t);
+		close_detaches(PROCLIFE_VARIANT_RAW_TP, (enum proclife_transport)t);
+		if (have_tracefs())
+			close_detaches(PROCLIFE_VARIANT_TP, (enum proclife_transport)t);
+	}
 }
 
-static void test_close_in_callback(void **state)
+static void close_in_callback(enum proclife_transport tr)
 {
 	struct fx *f = fx_new();
-	struct proclife_opts o = { 0 };
+	struct proclife_opts o = { .transport = tr };
 	char *argv[] = { f->bin, "-c", "exit 0", NULL };
 	pid_t a, b;
 	uint64_t end;
 
-	(void)state;
 	if (!fx_open(f, &o)) {
 		fx_free(f);
 		skip();
@@ -797,6 +1084,18 @@ static void test_close_in_callback(void **state)
 	fx_free(f);
 }
 
+static void test_close_in_callback(void **state)
+{
+	(void)state;
+	close_in_callback(PROCLIFE_TRANSPORT_RINGBUF);
+}
+
+static void test_close_in_callback_perfbuf(void **state)
+{
+	(void)state;
+	close_in_callback(PROCLIFE_TRANSPORT_PERFBUF);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -804,13 +1103,24 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_scenario_auto, teardown),
 		cmocka_unit_test_teardown(test_scenario_raw_tp, teardown),
 		cmocka_unit_test_teardown(test_scenario_tp, teardown),
+		cmocka_unit_test_teardown(test_scenario_perfbuf_tp_btf, teardown),
+		cmocka_unit_test_teardown(test_scenario_perfbuf_raw_tp, teardown),
+		cmocka_unit_test_teardown(test_scenario_perfbuf_tp, teardown),
+		cmocka_unit_test_teardown(test_transport_maps, teardown),
+		cmocka_unit_test_teardown(test_losses, teardown),
+		cmocka_unit_test_teardown(test_losses_perfbuf, teardown),
+		cmocka_unit_test_teardown(test_order, teardown),
+		cmocka_unit_test_teardown(test_order_perfbuf, teardown),
 		cmocka_unit_test_teardown(test_threads, teardown),
+		cmocka_unit_test_teardown(test_threads_perfbuf, teardown),
 		cmocka_unit_test_teardown(test_manual_track, teardown),
+		cmocka_unit_test_teardown(test_manual_track_perfbuf, teardown),
 		cmocka_unit_test_teardown(test_basename_prefix, teardown),
 		cmocka_unit_test_teardown(test_track_errors, teardown),
 		cmocka_unit_test_teardown(test_prog_stats, teardown),
 		cmocka_unit_test_teardown(test_close_detaches, teardown),
 		cmocka_unit_test_teardown(test_close_in_callback, teardown),
+		cmocka_unit_test_teardown(test_close_in_callback_perfbuf, teardown),
 	};
 
 	if (argc == 3 && strcmp(argv[1], "--helper-threads-exit5") == 0)
