@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "onepanel.h"
 #include "probes.h"
+#include "logwatch.h"
 #include "procfs.h"
 #include "rest.h"
 #include "grpc_server.h"
@@ -85,6 +86,12 @@ cJSON *agent_status_json(const struct agent *a)
 			cJSON_AddNumberToObject(le, "exit_code", st.last_exit_code);
 	}
 
+	if (a->logs) {
+		cJSON *lj = logwatch_status_json(a->logs);
+		if (lj)
+			cJSON_AddItemToObject(op, "logs", lj);
+	}
+
 	cJSON *ev = cJSON_AddObjectToObject(o, "events");
 	cJSON_AddNumberToObject(ev, "first_seq", (double)journal_first_seq(a->journal));
 	cJSON_AddNumberToObject(ev, "last_seq", (double)journal_last_seq(a->journal));
@@ -153,6 +160,8 @@ int agent_collect(struct agent *a)
 	onepanel_collect(a->onepanel, m);
 	if (a->probes)
 		probes_collect(a->probes, m);
+	if (a->logs)
+		logwatch_collect(a->logs, m);
 	collect_self(a, m);
 	metrics_free(a->snapshot);
 	a->snapshot = m;

@@ -20,6 +20,7 @@ struct rest;
 struct grpc_api;
 struct cfgapply;
 struct probes;
+struct logwatch;
 
 struct agent {
 	struct agent_config *cfg;
@@ -31,6 +32,7 @@ struct agent {
 	struct grpc_api *grpc;
 	struct cfgapply *cfgapply;
 	struct probes *probes;    /* syscall investigations */
+	struct logwatch *logs;    /* onepanel's access and error logs */
 	struct metrics *snapshot; /* last complete collection, never NULL once started */
 	const char *mode;         /* "procfs" (no eBPF) or "ebpf" */
 	double started_unix;

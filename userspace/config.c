@@ -21,6 +21,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "logfmt.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -59,6 +60,7 @@ enum kind {
 	K_BYTES,	/* size_t bytes in min..max: 4096, 64KiB, 4MiB, 1GiB (also K, M, G) */
 	K_HTTP_URL,	/* char *, http://HOST:PORT/PATH with a numeric host or localhost */
 	K_DIRS,		/* char ** of normalised dirs, count (size_t) at ->off2 */
+	K_STRINGS,	/* char ** of non-empty strings, count (size_t) at ->off2 */
 	K_LOGS,		/* struct log_spec *, entries as ->sub, count at ->off2 */
 	K_BOOL,		/* bool: true/false (also yes/no, on/off) */
 };
@@ -455,8 +457,16 @@ static int set_dirs(struct pctx *p, const struct key *k, const yaml_node_t *v, v
 
 		snprintf(ipath, sizeof(ipath), "%s[%zu]", path, *cnt);
 		rc = get_scalar(p, e, ipath, &s);
-		if (!rc)
+		if (!rc && k->kind == K_STRINGS) {
+			if (!*s)
+				rc = fail(p, e, "%s: must not be empty", ipath);
+			else if (strlen(s) > 256)
+				rc = fail(p, e, "%s: longer than 256 bytes", ipath);
+			else if (!((*arr)[*cnt] = strdup(s)))
+				rc = oom(p);
+		} else if (!rc) {
 			rc = normalise_dir(p, e, ipath, s, &(*arr)[*cnt]);
+		}
 		if (rc)
 			return rc;
 		(*cnt)++;
@@ -544,7 +554,7 @@ static int walk_map(struct pctx *p, const yaml_node_t *map, const struct table *
 				return fail(p, kn, "%s: missing value", kpath);
 			if (k->kind == K_SECTION)
 				rc = walk_map(p, vn, k->sub, base, kpath, kn);
-			else if (k->kind == K_DIRS)
+			else if (k->kind == K_DIRS || k->kind == K_STRINGS)
 				rc = set_dirs(p, k, vn, base, kpath);
 			else if (k->kind == K_LOGS)
 				rc = set_logs(p, k, vn, base, kpath);
@@ -585,16 +595,50 @@ static int check_onepanel(struct pctx *p, void *base, const yaml_node_t *at)
 #define OFF(f) offsetof(struct agent_config, f)
 #define LOFF(f) offsetof(struct log_spec, f)
 
+/* The format must compile: a bad one is a config error with its line. */
+static int check_access_log(struct pctx *p, void *base, const yaml_node_t *at)
+{
+	struct log_spec *ls = base;
+	struct logfmt *f = NULL;
+	struct logfmt_err e = { 0 };
+	int rc = logfmt_compile_spec(ls->format ? ls->format : "combined", &f, &e);
+
+	logfmt_free(f);
+	if (rc == -ENOMEM)
+		return oom(p);
+	if (rc)
+		return fail(p, at, "access log %s: format: %s", ls->path ? ls->path : "?", e.msg);
+	if (!ls->max_line)
+		ls->max_line = 64 * 1024;
+	return 0;
+}
+
+static int check_error_log(struct pctx *p, void *base, const yaml_node_t *at)
+{
+	struct log_spec *ls = base;
+
+	(void)p;
+	(void)at;
+	if (!ls->max_line)
+		ls->max_line = 64 * 1024;
+	return 0;
+}
+
 static const struct key access_log_keys[] = {
 	{ .name = "path", .kind = K_PATH, .off = LOFF(path), .required = true },
 	{ .name = "format", .kind = K_STRING, .off = LOFF(format), .def = "combined" },
+	{ .name = "from_start", .kind = K_BOOL, .off = LOFF(from_start) },
+	{ .name = "max_line", .kind = K_BYTES, .off = LOFF(max_line), .min = 256, .max = 16u << 20 },
 };
-static const struct table access_log_table = { access_log_keys, ARRAY_SIZE(access_log_keys), NULL };
+static const struct table access_log_table = { access_log_keys, ARRAY_SIZE(access_log_keys), check_access_log };
 
 static const struct key error_log_keys[] = {
 	{ .name = "path", .kind = K_PATH, .off = LOFF(path), .required = true },
+	{ .name = "from_start", .kind = K_BOOL, .off = LOFF(from_start) },
+	{ .name = "max_line", .kind = K_BYTES, .off = LOFF(max_line), .min = 256, .max = 16u << 20 },
+	{ .name = "patterns", .kind = K_STRINGS, .off = LOFF(patterns), .off2 = LOFF(npatterns) },
 };
-static const struct table error_log_table = { error_log_keys, ARRAY_SIZE(error_log_keys), NULL };
+static const struct table error_log_table = { error_log_keys, ARRAY_SIZE(error_log_keys), check_error_log };
 
 static const struct key onepanel_keys[] = {
 	{ .name = "binary", .kind = K_PATH, .off = OFF(onepanel.binary) },
@@ -700,6 +744,9 @@ static void free_logs(struct log_spec *l, size_t n)
 	for (i = 0; i < n; i++) {
 		free(l[i].path);
 		free(l[i].format);
+		for (size_t j = 0; j < l[i].npatterns; j++)
+			free(l[i].patterns[j]);
+		free(l[i].patterns);
 	}
 	free(l);
 }

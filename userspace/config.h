@@ -17,7 +17,12 @@
 
 struct log_spec {
 	char *path;   /* absolute */
-	char *format; /* access logs: "combined" (default), "common", "json" or a log_format string; NULL for error logs */
+	char *format; /* access logs: "combined" (default), "common", "json", a log_format string, or an
+	               * escape=json log_format ('{"status":"$status",...}'); NULL for error logs */
+	bool from_start;   /* read the file present at start from its beginning (default: from its end) */
+	size_t max_line;   /* longer lines are counted as truncated; default 64 KiB, 256..16 MiB */
+	char **patterns;   /* error logs: extra substrings ('*' wildcard) that make a record; may be NULL */
+	size_t npatterns;
 };
 
 struct onepanel_config {

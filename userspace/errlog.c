@@ -51,13 +51,13 @@ struct errlog {
 	uint64_t unreported;
 };
 
-static const char *const level_names[EL__COUNT] = {
+static const char *const level_names[ERL__COUNT] = {
 	"debug", "info", "notice", "warn", "error", "crit", "alert", "emerg",
 };
 
 const char *errlog_level_name(enum errlog_level l)
 {
-	return (unsigned)l < EL__COUNT ? level_names[l] : "none";
+	return (unsigned)l < ERL__COUNT ? level_names[l] : "none";
 }
 
 const char *errlog_kind_name(enum errlog_kind k)
@@ -70,7 +70,7 @@ const char *errlog_kind_name(enum errlog_kind k)
 void errlog_config_default(struct errlog_config *c)
 {
 	memset(c, 0, sizeof(*c));
-	c->crit_level = EL_CRIT;
+	c->crit_level = ERL_CRIT;
 	c->max_lines = 40;
 	c->max_bytes = 4096;
 	c->max_record_lines = 1000;
@@ -116,10 +116,10 @@ static bool number(const char **pp, const char *end, long long *out)
 
 static enum errlog_level level_of(const char *p, size_t n)
 {
-	for (int i = 0; i < EL__COUNT; i++)
+	for (int i = 0; i < ERL__COUNT; i++)
 		if (strlen(level_names[i]) == n && !memcmp(level_names[i], p, n))
 			return (enum errlog_level)i;
-	return EL_NONE;
+	return ERL_NONE;
 }
 
 /* "2024/01/02 03:04:05 [error] 123#4: *5 message" */
@@ -139,7 +139,7 @@ int errlog_parse_line(const char *line, size_t len, struct errlog_line *out)
 	if (!rb)
 		return -EINVAL;
 	out->level = level_of(p, (size_t)(rb - p));
-	if (out->level == EL_NONE)
+	if (out->level == ERL_NONE)
 		return -EINVAL;
 	p = rb + 1;
 	if (p < end && *p == ' ')
@@ -267,7 +267,7 @@ int errlog_new(const struct errlog_config *cfg, errlog_cb cb, void *arg, struct 
 		cfg = &def;
 	}
 	if (!cfg->max_lines || !cfg->max_bytes || !cfg->max_record_lines || cfg->max_bytes > (1u << 30) ||
-	    (unsigned)cfg->crit_level >= EL__COUNT || !(cfg->rate_per_min >= 0) || !(cfg->flush_after >= 0))
+	    (unsigned)cfg->crit_level >= ERL__COUNT || !(cfg->rate_per_min >= 0) || !(cfg->flush_after >= 0))
 		return -EINVAL;
 	e = calloc(1, sizeof(*e));
 	if (!e)
@@ -487,7 +487,7 @@ static bool traceback_line(const char *p, size_t len)
 enum errlog_level errlog_feed(struct errlog *e, const char *line, size_t len, double now)
 {
 	struct errlog_line pl;
-	enum errlog_level level = EL_NONE;
+	enum errlog_level level = ERL_NONE;
 	bool ts, blank, panic;
 	int pat;
 

@@ -48,9 +48,9 @@
 #include <stdint.h>
 
 enum errlog_level {
-	EL_DEBUG, EL_INFO, EL_NOTICE, EL_WARN, EL_ERROR, EL_CRIT, EL_ALERT, EL_EMERG,
-	EL__COUNT,
-	EL_NONE = -1,   /* continuation line */
+	ERL_DEBUG, ERL_INFO, ERL_NOTICE, ERL_WARN, ERL_ERROR, ERL_CRIT, ERL_ALERT, ERL_EMERG,
+	ERL__COUNT,
+	ERL_NONE = -1,   /* continuation line */
 };
 
 enum errlog_kind { ERK_CRITICAL, ERK_PANIC, ERK_PATTERN, ERK__COUNT };
@@ -68,7 +68,7 @@ struct errlog_line {
 
 struct errlog_record {
 	enum errlog_kind kind;
-	enum errlog_level level;      /* of the first line; EL_NONE for a raw panic */
+	enum errlog_level level;      /* of the first line; ERL_NONE for a raw panic */
 	int pattern;                  /* index of the pattern the first line matched, or -1 */
 	const char *text;             /* NUL-terminated */
 	size_t len;
@@ -94,7 +94,7 @@ struct errlog_config {
 };
 
 struct errlog_counts {
-	uint64_t lines[EL__COUNT];    /* timestamped lines by level */
+	uint64_t lines[ERL__COUNT];    /* timestamped lines by level */
 	uint64_t continuation;        /* lines without timestamp and level */
 	uint64_t critical;            /* lines at crit_level and above */
 	uint64_t panics;              /* panic records started */
@@ -106,7 +106,7 @@ struct errlog_counts {
 
 struct errlog;
 
-/* Defaults: crit_level EL_CRIT, max_lines 40, max_bytes 4096,
+/* Defaults: crit_level ERL_CRIT, max_lines 40, max_bytes 4096,
  * max_record_lines 1000, flush_after 2 s, 10 records per minute, burst 10. */
 void errlog_config_default(struct errlog_config *c);
 
@@ -120,7 +120,7 @@ void errlog_free(struct errlog *e);   /* accepts NULL; drops a pending record */
  * completes: the pending one if this line ends it, and, only when
  * max_record_lines is 1, the one it starts (otherwise a record this line
  * starts stays pending until a later line, tick or flush ends it).
- * Returns the line's level, or EL_NONE for a continuation line. */
+ * Returns the line's level, or ERL_NONE for a continuation line. */
 enum errlog_level errlog_feed(struct errlog *e, const char *line, size_t len, double now);
 /* End the pending record if no line came for flush_after seconds. */
 void errlog_tick(struct errlog *e, double now);
@@ -132,7 +132,7 @@ const struct errlog_counts *errlog_counts(const struct errlog *e);
 
 /* 0 for a timestamped line (out filled), -EINVAL otherwise. */
 int errlog_parse_line(const char *line, size_t len, struct errlog_line *out);
-const char *errlog_level_name(enum errlog_level l);    /* "warn"; "none" for EL_NONE */
+const char *errlog_level_name(enum errlog_level l);    /* "warn"; "none" for ERL_NONE */
 const char *errlog_kind_name(enum errlog_kind k);      /* "critical", "panic", "pattern" */
 
 /* Pattern matcher, exposed for tests: 1 if text matches pattern. */

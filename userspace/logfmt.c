@@ -1049,3 +1049,19 @@ int logfmt_parse(const struct logfmt *f, const char *line, size_t len, struct lo
 		return parse_json(f, line, line + len, rec);
 	return parse_text(f, line, line + len, rec);
 }
+
+int logfmt_compile_spec(const char *spec, struct logfmt **out, struct logfmt_err *err)
+{
+	const char *preset = logfmt_preset(spec);
+	const char *p = spec;
+
+	if (preset)
+		return logfmt_compile(preset, strlen(preset), out, err);
+	if (strcmp(spec, "json") == 0)
+		return logfmt_compile_json(NULL, NULL, 0, out, err);
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p == '{')
+		return logfmt_compile_json_format(spec, strlen(spec), out, err);
+	return logfmt_compile(spec, strlen(spec), out, err);
+}

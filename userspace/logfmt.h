@@ -152,6 +152,10 @@ int logfmt_compile_json(const char *const *keys, const char *const *vars, size_t
  * format is not an object, or nothing could be mapped. */
 int logfmt_compile_json_format(const char *fmt, size_t len, struct logfmt **out, struct logfmt_err *err);
 
+/* The agent config's access_logs[].format: a preset name ("combined",
+ * "common"), "json" (JSON lines, default map), an escape=json log_format
+ * (starts with '{'), or a text log_format. Returns as logfmt_compile. */
+int logfmt_compile_spec(const char *spec, struct logfmt **out, struct logfmt_err *err);
 void logfmt_free(struct logfmt *f);   /* accepts NULL */
 bool logfmt_is_json(const struct logfmt *f);
 

@@ -386,7 +386,7 @@ static int collect_access(const struct logstats *s, double now, struct metrics *
 static int collect_errors(const struct errlog_counts *c, struct metrics *m, const char *log)
 {
 	TRY(declare(m, error_fams, sizeof(error_fams) / sizeof(error_fams[0])));
-	for (int i = 0; i < EL__COUNT; i++)
+	for (int i = 0; i < ERL__COUNT; i++)
 		TRY(metrics_add(m, "onepanel_error_log_lines_total", (double)c->lines[i], "log", log, "level",
 				errlog_level_name((enum errlog_level)i), NULL));
 	TRY(metrics_add(m, "onepanel_error_log_continuation_lines_total", (double)c->continuation, "log", log,
@@ -455,7 +455,7 @@ cJSON *logstats_to_json(const struct logstats *s, const struct errlog_counts *ec
 		uint64_t rec = 0;
 		ok = (er = cJSON_AddObjectToObject(o, "errors")) != NULL &&
 		     (lv = cJSON_AddObjectToObject(er, "lines")) != NULL;
-		for (int i = 0; ok && i < EL__COUNT; i++)
+		for (int i = 0; ok && i < ERL__COUNT; i++)
 			ok = num(lv, errlog_level_name((enum errlog_level)i), (double)ec->lines[i]);
 		for (int i = 0; i < ERK__COUNT; i++)
 			rec += ec->records[i];

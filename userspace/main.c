@@ -31,6 +31,7 @@
 #include "testgen.h"
 #include "cfgapply.h"
 #include "probes.h"
+#include "logwatch.h"
 #include "grpc_server.h"
 
 #define DRAIN_MS 2000
@@ -149,6 +150,8 @@ static void reload_config(void)
 	onepanel_reconfigure(A.onepanel, &nc->onepanel, &nc->ebpf);
 	A.mode = onepanel_mode(A.onepanel);
 	probes_reconfigure(A.probes, &nc->ebpf);
+	if (logwatch_reconfigure(A.logs, &nc->onepanel))
+		log_warn("config reload: out of memory setting up the logs; the previous ones stay followed");
 	if (nc->metrics.interval_ms != A.cfg->metrics.interval_ms)
 		loop_timer_arm(collect_timer, nc->metrics.interval_ms, nc->metrics.interval_ms);
 	config_free(A.cfg);
@@ -257,7 +260,8 @@ int main(int argc, char **argv)
 	onepanel_prepare(A.onepanel, &A.cfg->ebpf);
 	A.mode = onepanel_mode(A.onepanel);
 	A.probes = probes_new(A.loop, A.onepanel, &A.cfg->ebpf);
-	if (!A.probes)
+	A.logs = logwatch_new(A.loop, A.journal, &A.cfg->onepanel);
+	if (!A.probes || !A.logs)
 		return 1;
 	agent_collect(&A);
 	if (start_rest(A.cfg, &A.rest) || start_grpc(A.cfg, &A.grpc)) {
@@ -321,6 +325,7 @@ out:
 	loop_timer_free(A.loop, collect_timer);
 	cfgapply_free(A.cfgapply);
 	probes_free(A.probes);
+	logwatch_free(A.logs);
 	onepanel_free(A.onepanel);
 	metrics_free(A.snapshot);
 	journal_free(A.journal);

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(NGINX) and not os.environ.get
 
 
 class Nginx:
-    def __init__(self, tmp_path, workers=2):
+    def __init__(self, tmp_path, workers=2, server_extra=""):
         self.prefix = str(tmp_path / "nginx")
         os.makedirs(self.prefix + "/html", exist_ok=True)
         for d in (str(tmp_path), self.prefix, self.prefix + "/html"):
@@ -41,7 +41,7 @@ http {{
     fastcgi_temp_path {p}/fastcgi;
     uwsgi_temp_path {p}/uwsgi;
     scgi_temp_path {p}/scgi;
-    server {{ listen 127.0.0.1:{self.port}; root {p}/html; }}
+    server {{ listen 127.0.0.1:{self.port}; root {p}/html; {server_extra} }}
 }}
 """)
         self.proc = None

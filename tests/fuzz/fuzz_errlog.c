@@ -51,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		cfg.rate_per_min = 0;
 	if (mode & 4)
 		cfg.max_record_lines = 1;
-	cfg.crit_level = (enum errlog_level)((mode >> 3) % EL__COUNT);
+	cfg.crit_level = (enum errlog_level)((mode >> 3) % ERL__COUNT);
 	if (errlog_new(&cfg, on_record, NULL, &e))
 		abort();
 	p = (const char *)data + 1;
@@ -65,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		memcpy(copy, p, n);
 		enum errlog_level lv = errlog_feed(e, copy, n, now);
-		if (lv != EL_NONE && (unsigned)lv >= EL__COUNT)
+		if (lv != ERL_NONE && (unsigned)lv >= ERL__COUNT)
 			abort();
 		now += n ? (unsigned char)copy[0] % 5 : 3;
 		errlog_tick(e, now);

@@ -66,7 +66,7 @@ static void test_parse_line(void **state)
 	assert_int_equal(l.hour, 3);
 	assert_int_equal(l.min, 4);
 	assert_int_equal(l.sec, 5);
-	assert_int_equal(l.level, EL_ERROR);
+	assert_int_equal(l.level, ERL_ERROR);
 	assert_int_equal(l.pid, 1234);
 	assert_int_equal(l.tid, 5678);
 	assert_int_equal(l.cid, 99);
@@ -75,13 +75,13 @@ static void test_parse_line(void **state)
 
 	s = "2024/01/02 03:04:05 [notice] 1#1: signal process started";
 	assert_int_equal(errlog_parse_line(s, strlen(s), &l), 0);
-	assert_int_equal(l.level, EL_NOTICE);
+	assert_int_equal(l.level, ERL_NOTICE);
 	assert_int_equal(l.cid, -1);
 	assert_memory_equal(l.msg, "signal process started", l.msg_len);
 
 	s = "2024/01/02 03:04:05 [emerg] no pid here";
 	assert_int_equal(errlog_parse_line(s, strlen(s), &l), 0);
-	assert_int_equal(l.level, EL_EMERG);
+	assert_int_equal(l.level, ERL_EMERG);
 	assert_int_equal(l.pid, -1);
 	assert_memory_equal(l.msg, "no pid here", l.msg_len);
 
@@ -105,7 +105,7 @@ static void test_parse_line(void **state)
 	for (size_t i = 0; i < sizeof(cont) / sizeof(cont[0]); i++)
 		if (errlog_parse_line(cont[i], strlen(cont[i]), &l) != -EINVAL)
 			fail_msg("parsed %s", cont[i]);
-	assert_string_equal(errlog_level_name(EL_NONE), "none");
+	assert_string_equal(errlog_level_name(ERL_NONE), "none");
 }
 
 /* ---- counts and critical records ---- */
@@ -141,14 +141,14 @@ static void test_levels_and_critical(void **state)
 		feed(e, nginx_lines[i], 100 + (double)i);
 	assert_false(errlog_pending(e));
 	const struct errlog_counts *k = errlog_counts(e);
-	assert_int_equal(k->lines[EL_DEBUG], 1);
-	assert_int_equal(k->lines[EL_INFO], 1);
-	assert_int_equal(k->lines[EL_NOTICE], 1);
-	assert_int_equal(k->lines[EL_WARN], 1);
-	assert_int_equal(k->lines[EL_ERROR], 2);
-	assert_int_equal(k->lines[EL_CRIT], 1);
-	assert_int_equal(k->lines[EL_ALERT], 1);
-	assert_int_equal(k->lines[EL_EMERG], 1);
+	assert_int_equal(k->lines[ERL_DEBUG], 1);
+	assert_int_equal(k->lines[ERL_INFO], 1);
+	assert_int_equal(k->lines[ERL_NOTICE], 1);
+	assert_int_equal(k->lines[ERL_WARN], 1);
+	assert_int_equal(k->lines[ERL_ERROR], 2);
+	assert_int_equal(k->lines[ERL_CRIT], 1);
+	assert_int_equal(k->lines[ERL_ALERT], 1);
+	assert_int_equal(k->lines[ERL_EMERG], 1);
 	assert_int_equal(k->continuation, 1);
 	assert_int_equal(k->critical, 3);
 	assert_int_equal(k->records[ERK_CRITICAL], 3);
@@ -157,13 +157,13 @@ static void test_levels_and_critical(void **state)
 	/* each critical record ends at the next timestamped line */
 	assert_int_equal(g.n, 3);
 	assert_int_equal(g.r[0].kind, ERK_CRITICAL);
-	assert_int_equal(g.r[0].level, EL_CRIT);
+	assert_int_equal(g.r[0].level, ERL_CRIT);
 	assert_int_equal(g.r[0].pattern, -1);
 	assert_string_equal(g.r[0].text, nginx_lines[3]);
 	assert_int_equal(g.r[0].lines, 1);
 	assert_int_equal(g.r[0].start, 103);
-	assert_int_equal(g.r[1].level, EL_ALERT);
-	assert_int_equal(g.r[2].level, EL_EMERG);
+	assert_int_equal(g.r[1].level, ERL_ALERT);
+	assert_int_equal(g.r[2].level, ERL_EMERG);
 	assert_int_equal(g.r[2].lines, 2);
 	assert_int_equal(g.r[2].total_lines, 2);
 	assert_false(g.r[2].truncated);
@@ -173,12 +173,12 @@ static void test_levels_and_critical(void **state)
 	errlog_free(e);
 
 	/* crit_level lowered to error */
-	c.crit_level = EL_ERROR;
+	c.crit_level = ERL_ERROR;
 	e = new_errlog(&c, &g);
 	feed(e, nginx_lines[0], 1);
 	errlog_flush(e, 2);
 	assert_int_equal(g.n, 1);
-	assert_int_equal(g.r[0].level, EL_ERROR);
+	assert_int_equal(g.r[0].level, ERL_ERROR);
 	assert_int_equal(errlog_counts(e)->critical, 1);
 	errlog_flush(e, 3);     /* nothing pending: nothing happens */
 	assert_int_equal(g.n, 1);
@@ -230,13 +230,13 @@ static void test_go_panic(void **state)
 	e = new_errlog(&c, &g);
 	feed(e, "2024/01/02 03:04:05 [notice] 1#1: start worker process 7", 10);
 	for (size_t i = 0; i < NPANIC; i++)
-		assert_int_equal(feed(e, go_panic[i], 11), EL_NONE);
+		assert_int_equal(feed(e, go_panic[i], 11), ERL_NONE);
 	assert_true(errlog_pending(e));
 	assert_int_equal(g.n, 0);
-	assert_int_equal(feed(e, "2024/01/02 03:04:06 [notice] 1#1: signal 17 (SIGCHLD) received", 12), EL_NOTICE);
+	assert_int_equal(feed(e, "2024/01/02 03:04:06 [notice] 1#1: signal 17 (SIGCHLD) received", 12), ERL_NOTICE);
 	assert_int_equal(g.n, 1);
 	assert_int_equal(g.r[0].kind, ERK_PANIC);
-	assert_int_equal(g.r[0].level, EL_NONE);
+	assert_int_equal(g.r[0].level, ERL_NONE);
 	assert_string_equal(g.r[0].text, want);
 	assert_int_equal(g.r[0].lines, NPANIC);
 	assert_int_equal(g.r[0].total_lines, NPANIC);
@@ -288,7 +288,7 @@ static void test_go_panic(void **state)
 	feed(e, "goroutine 7 [running]:", 3);
 	feed(e, "panic: second", 3);
 	assert_int_equal(g.n, 3);
-	assert_int_equal(g.r[2].level, EL_ERROR);
+	assert_int_equal(g.r[2].level, ERL_ERROR);
 	assert_string_equal(g.r[2].text, "2024/01/02 03:04:05 [error] 1#1: panic: oops\ngoroutine 7 [running]:");
 	errlog_flush(e, 4);
 	assert_int_equal(g.n, 4);
@@ -438,11 +438,11 @@ static void test_patterns(void **state)
 	assert_int_equal(g.r[0].kind, ERK_CRITICAL);
 	assert_int_equal(g.r[0].pattern, 1);
 	assert_int_equal(g.r[1].kind, ERK_PATTERN);
-	assert_int_equal(g.r[1].level, EL_ERROR);
+	assert_int_equal(g.r[1].level, ERL_ERROR);
 	assert_int_equal(g.r[1].pattern, 0);
 	assert_int_equal(g.r[1].lines, 2);
 	assert_int_equal(g.r[2].kind, ERK_PATTERN);
-	assert_int_equal(g.r[2].level, EL_NONE);
+	assert_int_equal(g.r[2].level, ERL_NONE);
 	assert_string_equal(g.r[2].text, "kernel: onepanel[1240]: segfault at 0 ip 000055d0 sp 00007ffd error 4\nmore about it");
 	assert_int_equal(errlog_counts(e)->pattern_matches, 4);
 	errlog_free(e);
@@ -457,7 +457,7 @@ static void test_patterns(void **state)
 	c.max_bytes = 0;
 	assert_int_equal(errlog_new(&c, NULL, NULL, &e), -EINVAL);
 	errlog_config_default(&c);
-	c.crit_level = EL__COUNT;
+	c.crit_level = ERL__COUNT;
 	assert_int_equal(errlog_new(&c, NULL, NULL, &e), -EINVAL);
 	errlog_config_default(&c);
 	c.rate_per_min = -1;
