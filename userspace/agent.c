@@ -47,6 +47,7 @@ cJSON *agent_status_json(const struct agent *a)
 	cJSON_AddStringToObject(o, "config_path", a->cfg->path ? a->cfg->path : "");
 	cJSON *eb = cJSON_AddObjectToObject(o, "ebpf");
 	cJSON_AddStringToObject(eb, "process_events", st.process_events);
+	cJSON_AddStringToObject(eb, "process_events_transport", st.process_events_transport);
 	cJSON_AddStringToObject(eb, "scheduler_delay", st.scheduler_delay);
 	if (st.scheduler_delay_reason[0])
 		cJSON_AddStringToObject(eb, "scheduler_delay_reason", st.scheduler_delay_reason);

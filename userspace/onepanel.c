@@ -1005,7 +1005,8 @@ int onepanel_prepare(struct onepanel *op, const struct ebpf_config *eb)
 				 err[0] ? err : strerror(-rc));
 	}
 	if (op->pl)
-		log_info("eBPF mode: process events through %s tracepoints", proclife_variant(op->pl));
+		log_info("eBPF mode: process events through %s tracepoints and a %s", proclife_variant(op->pl),
+			 strcmp(proclife_transport(op->pl), "perfbuf") == 0 ? "perf buffer" : "ring buffer");
 	else
 		log_warn("procfs mode: %s", op->mode_reason);
 
@@ -1102,6 +1103,7 @@ void onepanel_get_state(const struct onepanel *op, struct onepanel_state *st)
 	st->mode = onepanel_mode(op);
 	st->mode_reason = op->mode_reason;
 	st->process_events = op->pl ? proclife_variant(op->pl) : "off";
+	st->process_events_transport = op->pl ? proclife_transport(op->pl) : "off";
 	st->scheduler_delay = op->sl ? schedlat_mode(op->sl) : "off";
 	st->scheduler_delay_reason = op->schedlat_reason;
 }

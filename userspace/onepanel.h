@@ -46,6 +46,7 @@ struct onepanel_state {
 	const char *mode;        /* "ebpf" or "procfs" */
 	const char *mode_reason; /* why procfs mode; "" in ebpf mode */
 	const char *process_events;  /* proclife flavour ("tp_btf", ...) or "off" */
+	const char *process_events_transport; /* "ringbuf", "perfbuf" or "off" */
 	const char *scheduler_delay; /* schedlat variant or "off" */
 	const char *scheduler_delay_reason; /* why off; "" when on */
 };

@@ -165,6 +165,7 @@ int pb_status(const struct agent *a, struct buf *out)
 	st.mode = (char *)s.mode;
 	st.mode_reason = (char *)s.mode_reason;
 	eb.process_events = (char *)s.process_events;
+	eb.process_events_transport = (char *)s.process_events_transport;
 	eb.scheduler_delay = (char *)s.scheduler_delay;
 	eb.scheduler_delay_reason = (char *)s.scheduler_delay_reason;
 	cJSON *pj = a->probes ? probes_json(a->probes) : NULL;

@@ -42,10 +42,12 @@ def test_mode_and_reason_in_status(tmp_path, sim, agents):
         assert "ONESHIELD_FORCE_PROCFS" in st["mode_reason"]
         assert start["fields"]["mode_reason"] == st["mode_reason"]
         assert st["ebpf"]["process_events"] == "off"
+        assert st["ebpf"]["process_events_transport"] == "off"
         assert st["ebpf"]["scheduler_delay"] == "off"
     else:
         assert "mode_reason" not in st
         assert st["ebpf"]["process_events"] in ("tp_btf", "raw_tp", "tp")
+        assert st["ebpf"]["process_events_transport"] == "ringbuf"  # this kernel has one
         assert st["ebpf"]["scheduler_delay"] != "off", st["ebpf"]
 
 
