@@ -28,6 +28,7 @@
 
 #include "agent.h"
 #include "cfgfs.h"
+#include "errlog.h"
 #include "config.h"
 #include "event.h"
 #include "journal.h"
@@ -591,9 +592,16 @@ static off_t file_size(const char *path)
 	return stat(path, &st) == 0 ? st.st_size : 0;
 }
 
+/* An error-log line is judged by the parser the log metrics use
+ * (errlog.h): timestamped at crit or above. Other text (a validator's
+ * "nginx: [emerg] ..." on stderr) by its level mark; both by a Go-style
+ * panic's first line. */
 static bool critical_line(const char *line, size_t n)
 {
 	static const char *const marks[] = { "[emerg]", "[alert]", "[crit]" };
+	struct errlog_line el;
+	if (errlog_parse_line(line, n, &el) == 0)
+		return el.level >= ERL_CRIT;
 	for (size_t i = 0; i < 3; i++)
 		if (memmem(line, n, marks[i], strlen(marks[i])))
 			return true;
