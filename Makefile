@@ -198,8 +198,9 @@ bench-idle: all
 # LOG_MB (1024), ROUNDS (3), KEEP (0: delete the generated logs) and JSON
 # (1: also time JSON lines) reach the script from the command line or the
 # environment.
-bench-logs:
+bench-logs: all
 	BUILD=$(BUILD) tests/bench/logs_bench.sh
+	$(PYTHON) tests/bench/logs_cpu.py --agent $(BUILD)/oneshield-agent $(BENCH_ARGS)
 
 clean:
 	rm -rf build build-asan
