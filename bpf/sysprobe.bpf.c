@@ -35,6 +35,38 @@
  * and BPF runs them with preemption off. A start entry is written only by
  * its own thread.
  *
+ * Following descendants. A process forked by a target must be traced from
+ * its first instruction, before userspace could learn of it, so the kernel
+ * keeps the bitmap up to date itself, with two more programs attached and
+ * detached together with sys_enter/sys_exit:
+ *
+ *   sched_process_fork  a new process (child->pid == child->tgid; a new
+ *                       thread already shares its group's bit) whose
+ *                       parent's tgid is a target becomes one: its bit is
+ *                       set before the child first runs, so its first
+ *                       syscall is counted. Grandchildren follow likewise.
+ *   sched_process_exit  the exit of a target thread drops its start entry
+ *                       (hash variants); the exit of the whole thread group
+ *                       (group_dead) clears the tgid's bit, whoever set it,
+ *                       so a recycled pid is never traced.
+ *
+ * Both run on every fork and exit of the host while attached, not on
+ * syscalls: one array lookup for a process that is not a target.
+ * group_dead is the tracepoint's second argument where the kernel has it
+ * (6.x: CO-RE tells, as in proclife.bpf.c); elsewhere the group is dead
+ * once signal->live reached 0 (two threads may both see that: clearing
+ * twice is harmless).
+ *
+ * The bitmap has two writers, userspace (add/remove a target) and these
+ * programs, on different CPUs at once and often on the same word (workers
+ * get neighbouring pids). Both sides use atomic OR/AND on the word
+ * (userspace through an mmap of the array, BPF_F_MMAPABLE), so neither
+ * loses the other's bits. BPF atomic OR/AND need kernel 5.12, mmapable
+ * arrays 5.5: where the fork/exit programs cannot load, userspace loads the
+ * object without them ("follow" off: targets are exactly what userspace
+ * added, as before) and keeps the bitmap with map syscalls, being then its
+ * only writer.
+ *
  * Two program sets: tp_btf (typed arguments, task storage possible) and
  * raw_tp (CO-RE reads, hash only). Userspace autoloads one of them. */
 #include "vmlinux.h"
@@ -51,8 +83,11 @@ const volatile bool use_task_storage = false;   /* tp_btf set only */
  * previous investigation. */
 __u64 since_ns = 0;
 
+/* Userspace clears BPF_F_MMAPABLE before load when the fork/exit programs
+ * are not loaded (kernels before 5.5 refuse the flag). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, SYSPROBE_TGID_WORDS);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -121,6 +156,23 @@ static __always_inline bool is_target(__u32 tgid)
 		return false;
 	__u64 *bits = bpf_map_lookup_elem(&target_bits, &word);
 	return bits && (*bits & (1ULL << (tgid % 64)));
+}
+
+/* Set (on) or clear the bit of tgid, atomically: userspace and the programs
+ * on other CPUs write the same words. */
+static __always_inline void target_mark(__u32 tgid, bool on)
+{
+	__u32 word = tgid / 64;
+	if (tgid >= SYSPROBE_TGID_LIMIT)
+		return;
+	__u64 *bits = bpf_map_lookup_elem(&target_bits, &word);
+	if (!bits)
+		return;
+	__u64 bit = 1ULL << (tgid % 64);
+	if (on)
+		__sync_fetch_and_or(bits, bit);
+	else
+		__sync_fetch_and_and(bits, ~bit);
 }
 
 /* The current thread's start entry; with create, make an empty one when
@@ -203,6 +255,35 @@ static __always_inline int on_exit(struct pt_regs *regs, long ret, bool btf)
 	return 0;
 }
 
+/* parent: the forking thread (current); child: the new task. */
+static __always_inline int on_fork(struct task_struct *parent, struct task_struct *child)
+{
+	if (!is_target(BPF_CORE_READ(parent, tgid)))
+		return 0;   /* the common case */
+	__u32 pid = BPF_CORE_READ(child, pid), tgid = BPF_CORE_READ(child, tgid);
+	if (pid != tgid)
+		return 0;   /* a new thread: its group's bit is already set */
+	target_mark(tgid, true);
+	return 0;
+}
+
+/* task: the exiting thread (current); group_dead: 1/0 when the kernel says,
+ * -1 when it does not. */
+static __always_inline int on_proc_exit(struct task_struct *task, int group_dead)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = (__u32)(pid_tgid >> 32), pid = (__u32)pid_tgid;
+	if (!is_target(tgid))
+		return 0;   /* the common case */
+	if (!use_task_storage)   /* task storage goes with the task */
+		bpf_map_delete_elem(&starts, &pid);
+	if (group_dead < 0)
+		group_dead = BPF_CORE_READ(task, signal, live.counter) == 0;
+	if (group_dead)
+		target_mark(tgid, false);
+	return 0;
+}
+
 /* ---- tp_btf: typed arguments ---- */
 
 SEC("tp_btf/sys_enter")
@@ -229,6 +310,43 @@ SEC("raw_tp/sys_exit")
 int BPF_PROG(sysprobe_exit_raw, struct pt_regs *regs, long ret)
 {
 	return on_exit(regs, ret, false);
+}
+
+/* ---- following descendants (see the top comment) ---- */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sysprobe_fork_btf, struct task_struct *parent, struct task_struct *child)
+{
+	return on_fork(parent, child);
+}
+
+/* Declared with the one argument every kernel has; the second (group_dead)
+ * is read only where the tracepoint has it (a dead branch elsewhere, so the
+ * verifier never sees the access). */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(sysprobe_pexit_btf, struct task_struct *p)
+{
+	int group_dead = -1;
+
+	if (bpf_core_field_exists(struct trace_event_raw_sched_process_exit, group_dead))
+		group_dead = (__u8)ctx[1] != 0;
+	return on_proc_exit(p, group_dead);
+}
+
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(sysprobe_fork_raw, struct task_struct *parent, struct task_struct *child)
+{
+	return on_fork(parent, child);
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(sysprobe_pexit_raw, struct task_struct *p)
+{
+	int group_dead = -1;
+
+	if (bpf_core_field_exists(struct trace_event_raw_sched_process_exit, group_dead))
+		group_dead = (__u8)ctx[1] != 0;
+	return on_proc_exit(p, group_dead);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

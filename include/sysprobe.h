@@ -52,6 +52,11 @@ struct sysprobe_start {
 #define SYSPROBE_MAX_THREADS 16384  /* size of the `starts` hash */
 
 /* `target_bits`: bit (tgid % 64) of word (tgid / 64) set for every target.
+ * Two writers: userspace (the targets it adds) and, while attached, the
+ * fork/exit programs (descendants of targets; group exits), both with
+ * atomic OR/AND on the word: the array is BPF_F_MMAPABLE, userspace
+ * changes its mapping (the flag is dropped when the fork/exit programs
+ * are not loaded: userspace is then the only writer, with map syscalls).
  * The only filter the programs use: an array lookup is inlined by the
  * verifier (no helper call, no hashing), and it runs on every syscall of
  * every process of the host while attached. Exact, so no second lookup is

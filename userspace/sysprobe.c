@@ -26,13 +26,29 @@
  * across detach and the next attach; task storage cannot be emptied from
  * here) is not paired with a sys_exit seen now.
  *
- * Targets are only the bitmap `target_bits` (exact, one bit per tgid):
- * userspace is its only writer, so read-modify-write of a word is safe. */
+ * Targets. The programs filter on the bitmap `target_bits` only (exact,
+ * one bit per tgid). Userspace keeps its own list of the tgids it added
+ * (sorted array): sysprobe_target_count counts those. While attached, the
+ * fork/exit programs ("follow", see bpf/sysprobe.bpf.c) also set the bit of
+ * every process a target forks and clear the bit of every target whose
+ * thread group is gone, including userspace-added ones (the list keeps them
+ * until sysprobe_remove_target). Both sides write the same words, so with
+ * follow the bitmap is mapped here (BPF_F_MMAPABLE) and changed with atomic
+ * OR/AND, never read-modify-written with map syscalls. At attach the bitmap
+ * is rebuilt from the list (cleared, then the list's bits set): bits the
+ * kernel added in an earlier investigation (descendants still alive then)
+ * do not survive into the next one.
+ *
+ * Without follow (a kernel that cannot load the fork/exit programs, or
+ * SYSPROBE_NO_FOLLOW) the object is loaded without them and without
+ * BPF_F_MMAPABLE; userspace is then the only writer of the bitmap and uses
+ * map syscalls, as before; the bitmap always equals the list. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,12 +73,17 @@
 
 #define NSYSCALL_NAMES (sizeof(sysprobe_syscall_names) / sizeof(sysprobe_syscall_names[0]))
 
+#define BITMAP_BYTES ((size_t)SYSPROBE_TGID_WORDS * sizeof(uint64_t))   /* 512 KiB, whole pages */
+
 struct sysprobe {
 	struct sysprobe_skel *skel;
 	enum sysprobe_variant variant;
+	bool follow;             /* fork/exit programs loaded */
+	uint64_t *bits;          /* target_bits mapped (follow only), else NULL */
 	int ncpus;
 	bool attached;
-	size_t ntargets;
+	uint32_t *targets;       /* userspace-added tgids, sorted */
+	size_t ntargets, cap;
 	struct sysprobe_stat *stat_buf; /* ncpus values of one per-CPU read */
 	uint64_t *drop_buf;
 };
@@ -164,7 +185,7 @@ static int probe_kernel(struct probe *p, char *why, size_t whylen)
 
 /* ---- open ---- */
 
-static int load_variant(struct sysprobe *s, enum sysprobe_variant v, char *why, size_t whylen)
+static int load_variant(struct sysprobe *s, enum sysprobe_variant v, bool follow, char *why, size_t whylen)
 {
 	struct sysprobe_skel *skel = sysprobe__open();
 	if (!skel) {
@@ -179,18 +200,38 @@ static int load_variant(struct sysprobe *s, enum sysprobe_variant v, char *why, 
 	bpf_program__set_autoload(skel->progs.sysprobe_exit_btf, btf);
 	bpf_program__set_autoload(skel->progs.sysprobe_enter_raw, !btf);
 	bpf_program__set_autoload(skel->progs.sysprobe_exit_raw, !btf);
+	bpf_program__set_autoload(skel->progs.sysprobe_fork_btf, follow && btf);
+	bpf_program__set_autoload(skel->progs.sysprobe_pexit_btf, follow && btf);
+	bpf_program__set_autoload(skel->progs.sysprobe_fork_raw, follow && !btf);
+	bpf_program__set_autoload(skel->progs.sysprobe_pexit_raw, follow && !btf);
 	bpf_map__set_autocreate(skel->maps.task_starts, ts);
 	bpf_map__set_autocreate(skel->maps.starts, !ts);
+	if (!follow)
+		bpf_map__set_map_flags(skel->maps.target_bits, 0);   /* no mmap needed; pre-5.5 kernels refuse it */
 
 	int err = sysprobe__load(skel);
 	if (err) {
-		say(why, whylen, "%s: loading the BPF programs: %s%s", variant_name(v), strerror(-err),
+		say(why, whylen, "%s%s: loading the BPF programs: %s%s", variant_name(v),
+		    follow ? " with fork following" : "", strerror(-err),
 		    err == -EPERM ? " (needs root, or CAP_BPF and CAP_PERFMON)" : "");
 		sysprobe__destroy(skel);
 		return err;
 	}
+	uint64_t *bits = NULL;
+	if (follow) {
+		bits = mmap(NULL, BITMAP_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, bpf_map__fd(skel->maps.target_bits),
+			    0);
+		if (bits == MAP_FAILED) {
+			err = -errno;
+			say(why, whylen, "%s: mapping the target bitmap: %s", variant_name(v), strerror(-err));
+			sysprobe__destroy(skel);
+			return err;
+		}
+	}
 	s->skel = skel;
 	s->variant = v;
+	s->follow = follow;
+	s->bits = bits;
 	return 0;
 }
 
@@ -200,14 +241,17 @@ int sysprobe_open_variant(struct sysprobe **out, enum sysprobe_variant v, char *
 	struct probe p;
 	enum sysprobe_variant cand[3];
 	size_t ncand = 0;
-	char first_why[256] = "";
+	char first_why[256] = "", follow_why[256] = "";
 	int err;
 
 	*out = NULL;
-	if (v < SYSPROBE_AUTO || v > SYSPROBE_RAW_TP_HASH) {
+	bool try_follow = !((unsigned int)v & SYSPROBE_NO_FOLLOW);
+	enum sysprobe_variant bare = (enum sysprobe_variant)((unsigned int)v & ~(unsigned int)SYSPROBE_NO_FOLLOW);
+	if (bare < SYSPROBE_AUTO || bare > SYSPROBE_RAW_TP_HASH) {
 		say(why, whylen, "unknown sysprobe variant %d", (int)v);
 		return -EINVAL;
 	}
+	v = bare;
 	err = probe_kernel(&p, why, whylen);
 	if (err)
 		return err;
@@ -261,13 +305,27 @@ int sysprobe_open_variant(struct sysprobe **out, enum sysprobe_variant v, char *
 		goto cleanup;
 	}
 
-	for (size_t i = 0; i < ncand; i++) {
-		err = load_variant(s, cand[i], why, whylen);
+	/* First with the fork/exit programs; when no candidate loads with them,
+	 * the same candidates without (a kernel before 5.12: no BPF atomic
+	 * OR/AND). */
+	for (int pass = try_follow ? 0 : 1; pass < 2; pass++) {
+		first_why[0] = '\0';
+		for (size_t i = 0; i < ncand; i++) {
+			err = load_variant(s, cand[i], pass == 0, why, whylen);
+			if (!err)
+				break;
+			if (!first_why[0] && why)
+				snprintf(first_why, sizeof(first_why), "%s", why);
+		}
 		if (!err)
 			break;
-		if (!first_why[0] && why)
-			snprintf(first_why, sizeof(first_why), "%s", why);
+		if (pass == 0)
+			snprintf(follow_why, sizeof(follow_why), "%s", first_why[0] ? first_why : strerror(-err));
 	}
+	if (!err && follow_why[0])
+		log_warn("sysprobe: descendants of targets are not followed in the kernel (%s): a process forked "
+			 "during an investigation is traced only once it is added as a target",
+			 follow_why);
 	if (err) {
 		if (ncand > 1 && first_why[0] && why && strcmp(first_why, why) != 0) {
 			char last[256];
@@ -301,7 +359,10 @@ void sysprobe_close(struct sysprobe *s)
 {
 	if (!s)
 		return;
+	if (s->bits)
+		munmap(s->bits, BITMAP_BYTES);
 	sysprobe__destroy(s->skel);   /* destroys the links, closes maps; NULL is fine */
+	free(s->targets);
 	free(s->stat_buf);
 	free(s->drop_buf);
 	free(s);
@@ -309,36 +370,83 @@ void sysprobe_close(struct sysprobe *s)
 
 /* ---- targets ---- */
 
-static int target_word(struct sysprobe *s, uint32_t tgid, uint64_t *bits)
+/* The bitmap word of tgid: through the mapping (follow) or map syscalls. */
+static int target_word(const struct sysprobe *s, uint32_t tgid, uint64_t *bits)
 {
 	uint32_t w = tgid / 64;
+	if (s->bits) {
+		*bits = __atomic_load_n(&s->bits[w], __ATOMIC_SEQ_CST);
+		return 0;
+	}
 	if (bpf_map_lookup_elem(bpf_map__fd(s->skel->maps.target_bits), &w, bits) != 0)
 		return -errno;
 	return 0;
 }
 
-static int set_target_word(struct sysprobe *s, uint32_t tgid, uint64_t bits)
+/* Set (on) or clear tgid's bit; *was: whether it was set before. Atomic
+ * against the programs with follow; without, userspace is the only writer. */
+static int target_mark(struct sysprobe *s, uint32_t tgid, bool on, bool *was)
 {
 	uint32_t w = tgid / 64;
-	if (bpf_map_update_elem(bpf_map__fd(s->skel->maps.target_bits), &w, &bits, BPF_ANY) != 0)
+	uint64_t bit = 1ULL << (tgid % 64), old;
+	if (s->bits) {
+		if (on)
+			old = __atomic_fetch_or(&s->bits[w], bit, __ATOMIC_SEQ_CST);
+		else
+			old = __atomic_fetch_and(&s->bits[w], ~bit, __ATOMIC_SEQ_CST);
+		*was = old & bit;
+		return 0;
+	}
+	int err = target_word(s, tgid, &old);
+	if (err)
+		return err;
+	*was = old & bit;
+	if (*was == on)
+		return 0;
+	uint64_t nw = on ? old | bit : old & ~bit;
+	if (bpf_map_update_elem(bpf_map__fd(s->skel->maps.target_bits), &w, &nw, BPF_ANY) != 0)
 		return -errno;
 	return 0;
+}
+
+/* Index of tgid in the sorted list, or where it would go (*found false). */
+static size_t target_index(const struct sysprobe *s, uint32_t tgid, bool *found)
+{
+	size_t lo = 0, hi = s->ntargets;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (s->targets[mid] < tgid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = lo < s->ntargets && s->targets[lo] == tgid;
+	return lo;
 }
 
 int sysprobe_add_target(struct sysprobe *s, pid_t tgid)
 {
 	if (!s || tgid <= 0 || (uint32_t)tgid >= SYSPROBE_TGID_LIMIT)
 		return -EINVAL;
-	uint64_t bits, bit = 1ULL << ((uint32_t)tgid % 64);
-	int err = target_word(s, (uint32_t)tgid, &bits);
-	if (err)
+	bool found, was;
+	size_t i = target_index(s, (uint32_t)tgid, &found);
+	if (!found && s->ntargets == s->cap) {
+		size_t ncap = s->cap ? s->cap * 2 : 16;
+		uint32_t *p = realloc(s->targets, ncap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		s->targets = p;
+		s->cap = ncap;
+	}
+	/* the bit even when listed: the kernel clears it when the process
+	 * exits, and the caller says the tgid is to be traced now */
+	int err = target_mark(s, (uint32_t)tgid, true, &was);
+	if (err || found)
 		return err;
-	if (bits & bit)
-		return 0;
-	err = set_target_word(s, (uint32_t)tgid, bits | bit);
-	if (!err)
-		s->ntargets++;
-	return err;
+	memmove(&s->targets[i + 1], &s->targets[i], (s->ntargets - i) * sizeof(*s->targets));
+	s->targets[i] = (uint32_t)tgid;
+	s->ntargets++;
+	return 0;
 }
 
 /* Delete the hash start entries of tgid (hash variants): they would only
@@ -369,16 +477,17 @@ int sysprobe_remove_target(struct sysprobe *s, pid_t tgid)
 {
 	if (!s || tgid <= 0 || (uint32_t)tgid >= SYSPROBE_TGID_LIMIT)
 		return -EINVAL;
-	uint64_t bits, bit = 1ULL << ((uint32_t)tgid % 64);
-	int err = target_word(s, (uint32_t)tgid, &bits);
+	bool found, was;
+	size_t i = target_index(s, (uint32_t)tgid, &found);
+	int err = target_mark(s, (uint32_t)tgid, false, &was);
 	if (err)
 		return err;
-	if (!(bits & bit))
+	if (found) {
+		memmove(&s->targets[i], &s->targets[i + 1], (s->ntargets - i - 1) * sizeof(*s->targets));
+		s->ntargets--;
+	}
+	if (!found && !was)
 		return -ENOENT;
-	err = set_target_word(s, (uint32_t)tgid, bits & ~bit);
-	if (err)
-		return err;
-	s->ntargets--;
 	sweep_starts(s, (uint32_t)tgid);
 	return 0;
 }
@@ -386,6 +495,36 @@ int sysprobe_remove_target(struct sysprobe *s, pid_t tgid)
 size_t sysprobe_target_count(const struct sysprobe *s)
 {
 	return s ? s->ntargets : 0;
+}
+
+int sysprobe_is_target_bit(const struct sysprobe *s, pid_t tgid)
+{
+	if (!s || tgid <= 0 || (uint32_t)tgid >= SYSPROBE_TGID_LIMIT)
+		return -EINVAL;
+	uint64_t bits;
+	int err = target_word(s, (uint32_t)tgid, &bits);
+	if (err)
+		return err;
+	return (bits >> ((uint32_t)tgid % 64)) & 1;
+}
+
+bool sysprobe_follows_forks(const struct sysprobe *s)
+{
+	return s && s->follow;
+}
+
+/* With follow: the bitmap becomes the list again (bits the kernel set or
+ * cleared in an earlier investigation are forgotten). Nothing of ours is
+ * attached, so nothing else writes; still atomic for the list's bits, in
+ * case a program of the last detach is finishing on another CPU. Without
+ * follow the bitmap is the list already. */
+static void rebuild_bits(struct sysprobe *s)
+{
+	if (!s->bits)
+		return;
+	memset(s->bits, 0, BITMAP_BYTES);
+	for (size_t i = 0; i < s->ntargets; i++)
+		__atomic_fetch_or(&s->bits[s->targets[i] / 64], 1ULL << (s->targets[i] % 64), __ATOMIC_SEQ_CST);
 }
 
 /* ---- attach ---- */
@@ -417,15 +556,42 @@ int sysprobe_attach(struct sysprobe *s)
 		log_warn("sysprobe: zeroing the results: %s", strerror(-err));
 		return err;
 	}
+	rebuild_bits(s);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);   /* the clock of bpf_ktime_get_ns() */
 	s->skel->bss->since_ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
-	err = sysprobe__attach(s->skel);
-	if (err) {
-		log_warn("sysprobe: %s: attaching to raw_syscalls:sys_enter/sys_exit: %s", variant_name(s->variant),
-			 strerror(-err));
-		sysprobe__detach(s->skel);   /* a half attach */
-		return err;
+
+	/* Exit before fork: every bit a fork sets is cleared at that process's
+	 * exit. Fork before the syscall programs: a child forked once syscalls
+	 * are counted is followed (earlier ones are the caller's to add). */
+	struct sysprobe_skel *k = s->skel;
+	bool btf = s->variant != SYSPROBE_RAW_TP_HASH;
+	struct {
+		struct bpf_program *prog;
+		struct bpf_link **link;
+		bool want;
+	} order[] = {
+		{ btf ? k->progs.sysprobe_pexit_btf : k->progs.sysprobe_pexit_raw,
+		  btf ? &k->links.sysprobe_pexit_btf : &k->links.sysprobe_pexit_raw, s->follow },
+		{ btf ? k->progs.sysprobe_fork_btf : k->progs.sysprobe_fork_raw,
+		  btf ? &k->links.sysprobe_fork_btf : &k->links.sysprobe_fork_raw, s->follow },
+		{ btf ? k->progs.sysprobe_enter_btf : k->progs.sysprobe_enter_raw,
+		  btf ? &k->links.sysprobe_enter_btf : &k->links.sysprobe_enter_raw, true },
+		{ btf ? k->progs.sysprobe_exit_btf : k->progs.sysprobe_exit_raw,
+		  btf ? &k->links.sysprobe_exit_btf : &k->links.sysprobe_exit_raw, true },
+	};
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		if (!order[i].want)
+			continue;
+		struct bpf_link *l = bpf_program__attach(order[i].prog);
+		if (!l) {
+			err = -errno;
+			log_warn("sysprobe: %s: attaching %s: %s", variant_name(s->variant),
+				 bpf_program__name(order[i].prog), strerror(-err));
+			sysprobe__detach(s->skel);   /* a half attach */
+			return err ? err : -EINVAL;
+		}
+		*order[i].link = l;
 	}
 	s->attached = true;
 	return 0;
@@ -718,8 +884,8 @@ int sysprobe_collect(struct sysprobe *s, struct metrics *m)
 	metrics_declare(m, "oneshield_agent_bpf_prog_recursion_misses_total", MT_COUNTER,
 			"Runs of each agent BPF program the kernel skipped because another BPF program was "
 			"running on that CPU; their events are lost.");
-	struct sysprobe_prog_stat ps[4];
-	int np = sysprobe_prog_stats(s, ps, 4);
+	struct sysprobe_prog_stat ps[8];
+	int np = sysprobe_prog_stats(s, ps, 8);
 	if (np < 0) {
 		err = np;
 		goto out;

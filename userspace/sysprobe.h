@@ -12,7 +12,8 @@
  *                              catches a kernel without the features early;
  *                              nothing runs yet
  *   sysprobe_add_target()...   the tgids to investigate (any time)
- *   sysprobe_attach()          zero the results, start tracing
+ *   sysprobe_attach()          zero the results, rebuild the targets from
+ *                              the added ones, start tracing
  *   sysprobe_detach()          stop: the programs leave the tracepoints
  *   sysprobe_read() / _to_json() / _collect()
  *                              results of the last (or current)
@@ -21,6 +22,26 @@
  *
  * This module has no timer: the owner (the core loop) calls detach when the
  * investigation's time is up.
+ *
+ * Descendants are followed by the kernel. While attached, two more
+ * programs (sched_process_fork, sched_process_exit; they run on forks and
+ * exits, not on syscalls) make every process forked by a target a target
+ * before it first runs, so a worker forked during an investigation is
+ * traced from its first instruction, before the owner could add it; its
+ * children likewise (any descendant, not only onepanel's workers; a process
+ * keeps being traced across exec). New threads of a target are traced as
+ * their group is. When a target's whole thread group has exited, the
+ * kernel clears its bit (also for an added target), so a recycled pid is
+ * not traced. These kernel-made targets are not in the added list:
+ * sysprobe_target_count does not count them; sysprobe_is_target_bit sees
+ * them. At each attach the bitmap is rebuilt from the added list only:
+ * descendants followed in an earlier investigation are dropped, and those
+ * still alive are traced again only if the owner adds them (or if forked
+ * by a target while attached). Removing a target does not untrace the
+ * descendants the kernel followed (remove those one by one). On a kernel
+ * that cannot run the fork/exit programs (BPF atomics: 5.12) sysprobe
+ * loads without them, logs it, and sysprobe_follows_forks() is false:
+ * targets are then exactly the added ones.
  *
  * What is measured: for each syscall of a thread whose tgid is a target,
  * sys_enter -> sys_exit (CLOCK_MONOTONIC ns), attributed to the syscall
@@ -44,12 +65,14 @@
  *       syscall="other"
  *   oneshield_agent_bpf_prog_{runs,run_seconds,recursion_misses}_total{prog}
  *       self-cost, as schedlat documents (runs and time only while
- *       sysctl kernel.bpf_stats_enabled=1)
+ *       sysctl kernel.bpf_stats_enabled=1); prog is sysprobe_{enter,exit,
+ *       fork,pexit}_{btf,raw} (pexit: process exit)
  * Label cardinality is bounded by the syscalls seen (at most 513 values).
  *
  * Kernel memory while open: stats 172 KiB per possible CPU (per-CPU
- * array, written without atomics), target bitmap 512 KiB, start hash
- * 16384 x 16 B (hash variants only).
+ * array, written without atomics), target bitmap 512 KiB (also mapped into
+ * the owner's address space when following forks), start hash 16384 x 16 B
+ * (hash variants only). Userspace: the added list, 4 B per target.
  *
  * Ownership and threads: struct sysprobe is opaque, owned by the caller of
  * sysprobe_open and freed by sysprobe_close. Not thread-safe: one owner
@@ -80,6 +103,11 @@ enum sysprobe_variant {
 	SYSPROBE_RAW_TP_HASH,          /* raw_tp (older kernels), bounded hash */
 };
 
+/* Or'ed into the variant given to sysprobe_open_variant: load without the
+ * fork/exit programs, as on a kernel that cannot run them (tests,
+ * diagnosis). */
+#define SYSPROBE_NO_FOLLOW 0x100u
+
 /* Probe, open and load; does not attach. On success *out owns the programs
  * and maps. On failure returns -errno, *out is NULL and why (when not NULL)
  * holds one line saying what failed, for the log and the REST answer. On
@@ -96,17 +124,31 @@ void sysprobe_close(struct sysprobe *s);
 /* "tp_btf+task_storage", "tp_btf+hash", "raw_tp+hash"; "off" for NULL. */
 const char *sysprobe_mode(const struct sysprobe *s);
 
-/* Investigate the threads of a thread group. Adding a target again is a
- * no-op. -EINVAL for tgid <= 0 or >= 2^22 (PID_MAX_LIMIT). */
+/* Investigate the threads of a thread group, and (while attached) the
+ * processes it forks. Adding a target again changes nothing in the list; it
+ * sets the bit again if the kernel had cleared it (the process exited).
+ * -EINVAL for tgid <= 0 or >= 2^22 (PID_MAX_LIMIT), -ENOMEM. */
 int sysprobe_add_target(struct sysprobe *s, pid_t tgid);
-/* Stop counting its syscalls (a syscall in flight is dropped). -ENOENT when
- * not a target. */
+/* Stop counting its syscalls (a syscall in flight is dropped): out of the
+ * added list, bit cleared. Also stops a descendant the kernel followed.
+ * -ENOENT when neither added nor followed. Processes it forked earlier
+ * stay traced. */
 int sysprobe_remove_target(struct sysprobe *s, pid_t tgid);
-/* Number of targets. */
+/* Number of targets added (and not removed) by the owner; descendants the
+ * kernel follows are not counted, and an added target that exited is,
+ * until removed. */
 size_t sysprobe_target_count(const struct sysprobe *s);
+/* Is tgid's bit set in the kernel's bitmap now (added, or followed by the
+ * kernel)? 1 or 0; -EINVAL for a tgid out of range, -errno. For tests and
+ * diagnosis. */
+int sysprobe_is_target_bit(const struct sysprobe *s, pid_t tgid);
+/* Are the fork/exit programs loaded (descendants followed while attached)? */
+bool sysprobe_follows_forks(const struct sysprobe *s);
 
-/* Zero the results and the drop counters, then attach both programs.
- * -EALREADY when attached. On failure nothing stays attached. */
+/* Zero the results and the drop counters, reset the bitmap to the added
+ * targets, then attach the programs (process exit, fork, sys_enter,
+ * sys_exit, in that order: a child forked once syscalls are counted is
+ * followed). -EALREADY when attached. On failure nothing stays attached. */
 int sysprobe_attach(struct sysprobe *s);
 /* Destroy the links: the programs leave the tracepoints (they stay loaded)
  * and the host's syscalls take the fast path again, unless something else
@@ -115,9 +157,9 @@ int sysprobe_detach(struct sysprobe *s);
 bool sysprobe_attached(const struct sysprobe *s);
 
 /* BPF links in the kernel (all of them, by id) whose program is one of this
- * handle's: 2 while attached, 0 after detach. It asks the kernel, not our
- * bookkeeping: the check tests and diagnosis use to prove the attach
- * points are gone. Returns the count or -errno. */
+ * handle's: 4 while attached (2 without fork following), 0 after detach. It
+ * asks the kernel, not our bookkeeping: the check tests and diagnosis use to
+ * prove the attach points are gone. Returns the count or -errno. */
 int sysprobe_kernel_links(const struct sysprobe *s);
 
 /* One syscall's results. Latencies in ns. */
@@ -180,7 +222,8 @@ struct sysprobe_prog_stat {
 	uint64_t run_time_ns;
 	uint64_t recursion_misses; /* runs skipped (always counted): samples lost */
 };
-/* One entry per loaded program (2), at most max; returns how many or -errno. */
+/* One entry per loaded program (4: sys_enter, sys_exit, fork, process exit;
+ * 2 without fork following), at most max; returns how many or -errno. */
 int sysprobe_prog_stats(const struct sysprobe *s, struct sysprobe_prog_stat *out, size_t max);
 
 #endif

@@ -7,8 +7,11 @@
 #
 # tests/bench/sysprobe_cost.c: syscall(SYS_getpid) ns/call of this process,
 # not a target and a target, with nothing loaded / sysprobe loaded but not
-# attached / attached; interleaved rounds, medians; then the in-program time
-# per run from the kernel's BPF stats (a scoped fd, separate pass). VARIANTS
+# attached / attached / attached without the fork/exit programs (what
+# following descendants adds to syscalls: nothing expected); interleaved
+# rounds, medians; then the in-program time per run from the kernel's BPF
+# stats (a scoped fd, separate pass, with some forks for the fork/exit
+# programs). VARIANTS
 # is a list (auto tp_btf+task_storage tp_btf+hash raw_tp+hash); each one is
 # a separate table. Timings on shared VMs are noisy: compare the figures of
 # one run.

@@ -11,11 +11,23 @@
  * (the child's 'd' write may return after the parent detached), which is
  * why the assertions are on getppid/close/... only.
  *
+ * Following forks: a second workload (--forker) forks, on each command, a
+ * child that at once makes K getppid() (no add_target for it: only the
+ * kernel can have made it a target), reports its pid and, at the chosen
+ * depth, waits for a release byte before exiting (so the test can look at
+ * its bit while it lives); at a lower depth it forks the next generation
+ * and waits for it. After the forker's 'd' (it reaped the child, whose
+ * sched_process_exit ran before its parent could reap it) the bits of the
+ * dead generation must be clear. Again no sleeps: pipes only.
+ *
  * Each counting test runs once per variant (auto, tp_btf+task storage,
  * tp_btf+hash, raw_tp+hash); a forced variant this kernel lacks is skipped,
  * while a failing sysprobe_open() fails the test unless
- * ONESHIELD_ALLOW_NO_BPF=1. Every test opens its own instance (fresh maps),
- * so an agent or other tests running on the host do not disturb the counts. */
+ * ONESHIELD_ALLOW_NO_BPF=1 (which also lets the fork tests skip on a kernel
+ * where the fork/exit programs do not load). Some run again with
+ * SYSPROBE_NO_FOLLOW (the fallback: no fork/exit programs, bitmap kept with
+ * map syscalls). Every test opens its own instance (fresh maps), so an
+ * agent or other tests running on the host do not disturb the counts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,11 +57,13 @@ static enum sysprobe_variant v_auto = SYSPROBE_AUTO;
 static enum sysprobe_variant v_ts = SYSPROBE_TP_BTF_TASK_STORAGE;
 static enum sysprobe_variant v_btf_hash = SYSPROBE_TP_BTF_HASH;
 static enum sysprobe_variant v_raw = SYSPROBE_RAW_TP_HASH;
+static enum sysprobe_variant v_nofollow = (enum sysprobe_variant)(SYSPROBE_AUTO | SYSPROBE_NO_FOLLOW);
 
 #define K_GETPPID 1000
 #define K_CLOSE   100
 #define K_NR500   7
 #define K_NR1000  5
+#define K_FORK    300   /* getppid() of each forked child, as in the e2e test */
 
 static int setup(void **state)
 {
@@ -83,7 +97,36 @@ static struct sysprobe *open_or_skip(void **state)
 	assert_non_null(s);
 	assert_string_equal(why, sysprobe_mode(s));
 	assert_false(sysprobe_attached(s));
+	if ((unsigned int)v & SYSPROBE_NO_FOLLOW)
+		assert_false(sysprobe_follows_forks(s));
 	return s;
+}
+
+/* The fork tests need the fork/exit programs: on this kernel they load. */
+static void require_follow(struct sysprobe *s)
+{
+	if (sysprobe_follows_forks(s))
+		return;
+	const char *allow = getenv("ONESHIELD_ALLOW_NO_BPF");
+	print_message("%s: the fork/exit programs are not loaded\n", sysprobe_mode(s));
+	if (allow && strcmp(allow, "1") == 0) {
+		sysprobe_close(s);
+		skip();
+	}
+	fail_msg("sysprobe does not follow forks on this kernel");
+}
+
+/* Programs loaded: sys_enter, sys_exit, and fork + process exit. */
+static size_t nprogs(const struct sysprobe *s)
+{
+	return sysprobe_follows_forks(s) ? 4 : 2;
+}
+
+static int bit(const struct sysprobe *s, pid_t tgid)
+{
+	int b = sysprobe_is_target_bit(s, tgid);
+	assert_true(b == 0 || b == 1);
+	return b;
 }
 
 /* ---- workload ---- */
@@ -142,6 +185,80 @@ static int workload_main(int argc, char **argv)
 	}
 }
 
+/* --forker records on fd 4: 'r' once started, 'c' + pid from each forked
+ * generation once its getppid()s are done, 'd' + the child's pid once the
+ * child is reaped. One write each (atomic on a pipe). */
+struct rec {
+	char tag;
+	char pad[3];
+	int32_t pid;
+};
+
+static void send_rec(char tag, pid_t pid)
+{
+	struct rec r = { tag, { 0 }, pid };
+	if (write(4, &r, sizeof(r)) != (ssize_t)sizeof(r))
+		_exit(4);
+}
+
+/* Generation 1 of depth, in a new process: never returns. Each generation
+ * makes its getppid()s, reports, then forks the next one and reaps it; the
+ * last waits for the release byte. */
+static void forker_gen(int depth, long k)
+{
+	for (int gen = 1;; gen++) {
+		for (long i = 0; i < k; i++)
+			syscall(SYS_getppid);
+		send_rec('c', getpid());
+		if (gen == depth) {
+			char b;
+			if (read(3, &b, 1) != 1)   /* the others wait in waitpid */
+				_exit(2);
+			_exit(0);
+		}
+		pid_t p = fork();
+		if (p < 0)
+			_exit(3);
+		if (p == 0)
+			continue;   /* the next generation */
+		int st;
+		if (waitpid(p, &st, 0) != p || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			_exit(8);
+		_exit(0);
+	}
+}
+
+/* argv: --forker DEPTH K; go pipe on fd 3, done pipe on fd 4. Per byte read
+ * from fd 3: fork generation 1 (which forks 2, ... up to DEPTH), reap it,
+ * say 'd'. Makes no getppid() itself. Exits at EOF. */
+static int forker_main(int argc, char **argv)
+{
+	if (argc != 4)
+		return 5;
+	int depth = atoi(argv[2]);
+	long k = atol(argv[3]);
+	if (depth < 1 || depth > 8 || k < 0)
+		return 5;
+	send_rec('r', getpid());
+	for (;;) {
+		char b;
+		ssize_t r = read(3, &b, 1);
+		if (r == 0)
+			return 0;
+		if (r != 1)
+			return 2;
+		pid_t p = fork();
+		if (p < 0)
+			return 3;
+		if (p == 0)
+			forker_gen(depth, k);
+		int st;
+		if (waitpid(p, &st, 0) != p || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			return 8;
+		send_rec('d', p);
+	}
+}
+
 /* This binary, read at startup (not /proc/self/exe: under valgrind that is
  * valgrind itself). */
 static char self_exe[PATH_MAX];
@@ -182,6 +299,62 @@ static void start_child(struct child *c, int threads, const struct work *w)
 	char b;
 	assert_int_equal(read(c->done_r, &b, 1), 1);
 	assert_int_equal(b, 'r');
+}
+
+/* The forker, as a fresh image; waits for its 'r'. */
+static void start_forker(struct child *c, int depth, long k)
+{
+	char a[2][24];
+	char *argv[] = { "test_sysprobe", "--forker", a[0], a[1], NULL };
+	int go[2], done[2];
+	snprintf(a[0], sizeof(a[0]), "%d", depth);
+	snprintf(a[1], sizeof(a[1]), "%ld", k);
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(done), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (dup2(go[0], 3) < 0 || dup2(done[1], 4) < 0)
+			_exit(6);
+		closefrom(5);
+		execv(self_exe, argv);
+		_exit(7);
+	}
+	close(go[0]);
+	close(done[1]);
+	c->pid = pid;
+	c->go_w = go[1];
+	c->done_r = done[0];
+	struct rec r;
+	assert_int_equal(read(c->done_r, &r, sizeof(r)), sizeof(r));
+	assert_int_equal(r.tag, 'r');
+	assert_int_equal(r.pid, pid);
+}
+
+static pid_t read_rec(struct child *c, char tag)
+{
+	struct rec r;
+	assert_int_equal(read(c->done_r, &r, sizeof(r)), sizeof(r));
+	assert_int_equal(r.tag, tag);
+	assert_true(r.pid > 0);
+	return r.pid;
+}
+
+/* One command: the forker forks; pids[0..depth-1] get the generations,
+ * all of which have made their getppid()s; the last one waits. */
+static void forker_fork(struct child *c, int depth, pid_t *pids)
+{
+	assert_int_equal(write(c->go_w, "g", 1), 1);
+	for (int i = 0; i < depth; i++)
+		pids[i] = read_rec(c, 'c');
+}
+
+/* Release the last generation; returns once the forker reaped the first
+ * (so every generation has exited). */
+static void forker_release(struct child *c, pid_t first)
+{
+	assert_int_equal(write(c->go_w, "x", 1), 1);
+	assert_int_equal(read_rec(c, 'd'), first);
 }
 
 static void child_phase(struct child *c)
@@ -284,7 +457,7 @@ static size_t prog_ids(struct sysprobe *s, uint32_t *ids)
 {
 	struct sysprobe_prog_stat ps[4];
 	int n = sysprobe_prog_stats(s, ps, 4);
-	assert_int_equal(n, 2);
+	assert_int_equal(n, nprogs(s));
 	for (int i = 0; i < n; i++)
 		ids[i] = ps[i].id;
 	return (size_t)n;
@@ -341,7 +514,9 @@ static void test_counts(void **state)
 	sysprobe_close(s);
 }
 
-/* Threads are counted by their tgid. */
+/* Threads are counted by their tgid. A thread's creation is a fork event
+ * and its exit an exit event, neither of which changes the group's bit: the
+ * threads of a second phase are counted as well. */
 static void test_threads(void **state)
 {
 	struct sysprobe *s = open_or_skip(state);
@@ -352,9 +527,13 @@ static void test_threads(void **state)
 	assert_int_equal(sysprobe_add_target(s, c.pid), 0);
 	assert_int_equal(sysprobe_attach(s), 0);
 	child_phase(&c);
+	assert_int_equal(bit(s, c.pid), 1);   /* 3 threads came and went */
+	child_phase(&c);
+	assert_int_equal(bit(s, c.pid), 1);
+	assert_int_equal(sysprobe_target_count(s), 1);
 	assert_int_equal(sysprobe_detach(s), 0);
 	struct res x = read_res(s);
-	assert_int_equal(count_of(&x, "getppid"), 4 * 500);
+	assert_int_equal(count_of(&x, "getppid"), 2 * 4 * 500);
 	assert_no_drops(s, 0);
 	sysprobe_results_free(x.r);
 	child_reap(&c);
@@ -403,7 +582,7 @@ static void test_detach_reattach(void **state)
 	struct sysprobe *s = open_or_skip(state);
 	struct child c;
 	struct work w = { K_GETPPID, K_CLOSE, 0, 0 };
-	uint32_t ids[2];
+	uint32_t ids[4];
 	size_t nids = prog_ids(s, ids);
 
 	assert_int_equal(sysprobe_kernel_links(s), 0);   /* loaded, not attached */
@@ -414,14 +593,14 @@ static void test_detach_reattach(void **state)
 	assert_int_equal(sysprobe_add_target(s, c.pid), 0);
 	assert_int_equal(sysprobe_attach(s), 0);
 	assert_int_equal(sysprobe_attach(s), -EALREADY);
-	assert_int_equal(sysprobe_kernel_links(s), 2);
-	assert_int_equal(links_to(ids, nids), 2);
+	assert_int_equal(sysprobe_kernel_links(s), (int)nids);
+	assert_int_equal(links_to(ids, nids), (int)nids);
 	child_phase(&c);
 	assert_int_equal(sysprobe_detach(s), 0);
 	assert_false(sysprobe_attached(s));
 	assert_int_equal(sysprobe_kernel_links(s), 0);
 	assert_int_equal(links_to(ids, nids), 0);
-	assert_int_equal(prog_ids(s, ids), 2);   /* still loaded */
+	assert_int_equal(prog_ids(s, ids), nids);   /* still loaded */
 
 	child_phase(&c);   /* detached: not counted */
 	struct res x = read_res(s);
@@ -611,15 +790,16 @@ static void test_prog_stats(void **state)
 	struct sysprobe_prog_stat ps[4];
 	assert_int_equal(sysprobe_prog_stats(s, ps, 0), 0);
 	int n = sysprobe_prog_stats(s, ps, 4);
-	assert_int_equal(n, 2);
+	assert_int_equal(n, nprogs(s));
 	for (int i = 0; i < n; i++) {
+		bool on_syscalls = strstr(ps[i].name, "_enter_") || strstr(ps[i].name, "_exit_");
 		print_message("%s (id %u): %llu runs, %llu ns, %llu recursion misses\n", ps[i].name, ps[i].id,
 			      (unsigned long long)ps[i].run_cnt, (unsigned long long)ps[i].run_time_ns,
 			      (unsigned long long)ps[i].recursion_misses);
 		assert_true(strncmp(ps[i].name, "sysprobe_", 9) == 0);
 		assert_true(ps[i].id > 0);
-		if (stats_fd >= 0)
-			assert_true(ps[i].run_cnt >= 100);
+		if (stats_fd >= 0 && on_syscalls)
+			assert_true(ps[i].run_cnt >= 100);   /* fork/pexit: whatever the host did */
 	}
 	if (stats_fd >= 0)
 		close(stats_fd);
@@ -630,10 +810,10 @@ static void test_prog_stats(void **state)
 static void test_close_detaches(void **state)
 {
 	struct sysprobe *s = open_or_skip(state);
-	uint32_t ids[2];
+	uint32_t ids[4];
 	size_t n = prog_ids(s, ids);
 	assert_int_equal(sysprobe_attach(s), 0);
-	assert_int_equal(links_to(ids, n), 2);
+	assert_int_equal(links_to(ids, n), (int)n);
 	sysprobe_close(s);
 	sysprobe_close(NULL);
 	assert_int_equal(links_to(ids, n), 0);
@@ -669,6 +849,13 @@ static void test_api_errors(void **state)
 	assert_int_equal(sysprobe_detach(NULL), -EINVAL);
 	assert_int_equal(sysprobe_add_target(NULL, 1), -EINVAL);
 	assert_int_equal(sysprobe_target_count(NULL), 0);
+	assert_int_equal(sysprobe_is_target_bit(NULL, 1), -EINVAL);
+	assert_false(sysprobe_follows_forks(NULL));
+	s = (struct sysprobe *)&s;
+	assert_int_equal(sysprobe_open_variant(&s, (enum sysprobe_variant)(99 | SYSPROBE_NO_FOLLOW), why, sizeof(why)),
+			 -EINVAL);
+	assert_null(s);
+	assert_int_equal(sysprobe_open_variant(&s, (enum sysprobe_variant)0x200, why, sizeof(why)), -EINVAL);
 	int err = 0;
 	assert_null(sysprobe_to_json(NULL, &err));
 	assert_int_equal(err, -EINVAL);
@@ -688,13 +875,222 @@ static void test_target_errors(void **state)
 	assert_int_equal(sysprobe_add_target(s, 64), 0);
 	assert_int_equal(sysprobe_add_target(s, 65), 0);
 	assert_int_equal(sysprobe_target_count(s), 2);
+	assert_int_equal(bit(s, 63), 0);
+	assert_int_equal(bit(s, 64), 1);
+	assert_int_equal(bit(s, 65), 1);
+	assert_int_equal(sysprobe_is_target_bit(s, 0), -EINVAL);
+	assert_int_equal(sysprobe_is_target_bit(s, 1 << 22), -EINVAL);
 	assert_int_equal(sysprobe_remove_target(s, 64), 0);
+	assert_int_equal(bit(s, 64), 0);
+	assert_int_equal(bit(s, 65), 1);
 	assert_int_equal(sysprobe_remove_target(s, 64), -ENOENT);
 	assert_int_equal(sysprobe_remove_target(s, 65), 0);
 	assert_int_equal(sysprobe_target_count(s), 0);
 	/* never attached: empty results */
 	struct res x = read_res(s);
 	assert_int_equal(x.n, 0);
+	sysprobe_close(s);
+}
+
+/* ---- following forks ---- */
+
+/* A target's child runs K getppid() at once, with no add_target: all are
+ * counted, its bit is set by the kernel (not counted as an added target)
+ * and cleared at its exit; again for a second child. */
+static void test_follow_fork(void **state)
+{
+	struct sysprobe *s = open_or_skip(state);
+	require_follow(s);
+	struct child f;
+	pid_t c1, c2;
+
+	start_forker(&f, 1, K_FORK);
+	assert_int_equal(sysprobe_add_target(s, f.pid), 0);
+	assert_int_equal(sysprobe_attach(s), 0);
+
+	forker_fork(&f, 1, &c1);
+	assert_int_equal(bit(s, c1), 1);
+	assert_int_equal(sysprobe_target_count(s), 1);
+	struct res x = read_res(s);
+	assert_int_equal(count_of(&x, "getppid"), K_FORK);   /* all, before anyone could react */
+	sysprobe_results_free(x.r);
+	forker_release(&f, c1);
+	assert_int_equal(bit(s, c1), 0);   /* its exit cleared it */
+	assert_int_equal(bit(s, f.pid), 1);
+
+	/* as the agent does: it adds the worker when it hears of it; the
+	 * kernel still clears the bit at the exit, the list keeps the pid
+	 * until it is removed */
+	forker_fork(&f, 1, &c2);
+	assert_true(c2 != c1);
+	assert_int_equal(bit(s, c2), 1);
+	assert_int_equal(sysprobe_add_target(s, c2), 0);
+	assert_int_equal(sysprobe_target_count(s), 2);
+	forker_release(&f, c2);
+	assert_int_equal(bit(s, c2), 0);
+	assert_int_equal(sysprobe_target_count(s), 2);
+	assert_int_equal(sysprobe_remove_target(s, c2), 0);
+	assert_int_equal(sysprobe_remove_target(s, c2), -ENOENT);
+	assert_int_equal(sysprobe_target_count(s), 1);
+
+	assert_int_equal(sysprobe_detach(s), 0);
+	x = read_res(s);
+	print_res(&x);
+	assert_int_equal(count_of(&x, "getppid"), 2 * K_FORK);
+	assert_no_drops(s, 0);
+	sysprobe_results_free(x.r);
+	child_reap(&f);
+	sysprobe_close(s);
+}
+
+/* Grandchildren and their children too; every generation's bit is clear
+ * once it exited. */
+static void test_follow_grandchildren(void **state)
+{
+	struct sysprobe *s = open_or_skip(state);
+	require_follow(s);
+	struct child f;
+	pid_t g[3];
+
+	start_forker(&f, 3, K_FORK);
+	assert_int_equal(sysprobe_add_target(s, f.pid), 0);
+	assert_int_equal(sysprobe_attach(s), 0);
+	forker_fork(&f, 3, g);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(bit(s, g[i]), 1);
+	forker_release(&f, g[0]);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(bit(s, g[i]), 0);
+	assert_int_equal(sysprobe_target_count(s), 1);
+	assert_int_equal(sysprobe_detach(s), 0);
+	struct res x = read_res(s);
+	assert_int_equal(count_of(&x, "getppid"), 3 * K_FORK);
+	assert_no_drops(s, 0);
+	sysprobe_results_free(x.r);
+	child_reap(&f);
+	sysprobe_close(s);
+}
+
+/* A process forked by a process that is not a target is not traced, while
+ * a target's syscalls are. */
+static void test_follow_not_from_non_target(void **state)
+{
+	struct sysprobe *s = open_or_skip(state);
+	require_follow(s);
+	struct child f, t;
+	struct work w = { K_GETPPID, 0, 0, 0 };
+	pid_t g[2];
+
+	start_forker(&f, 2, K_FORK);
+	start_child(&t, 1, &w);
+	assert_int_equal(sysprobe_add_target(s, t.pid), 0);
+	assert_int_equal(sysprobe_attach(s), 0);
+	forker_fork(&f, 2, g);
+	assert_int_equal(bit(s, f.pid), 0);
+	assert_int_equal(bit(s, g[0]), 0);
+	assert_int_equal(bit(s, g[1]), 0);
+	forker_release(&f, g[0]);
+	child_phase(&t);
+	assert_int_equal(bit(s, t.pid), 1);
+	assert_int_equal(sysprobe_detach(s), 0);
+	struct res x = read_res(s);
+	assert_int_equal(count_of(&x, "getppid"), K_GETPPID);   /* the target's only */
+	sysprobe_results_free(x.r);
+	child_reap(&f);
+	child_reap(&t);
+	sysprobe_close(s);
+}
+
+/* At attach the bitmap is rebuilt from the added targets: a descendant the
+ * kernel followed in the last investigation (still alive) is not a target
+ * of the next one. remove_target also stops a followed descendant. */
+static void test_follow_rebuilt_at_attach(void **state)
+{
+	struct sysprobe *s = open_or_skip(state);
+	require_follow(s);
+	struct child f;
+	pid_t c1, c2;
+
+	start_forker(&f, 1, K_FORK);
+	assert_int_equal(sysprobe_add_target(s, f.pid), 0);
+	assert_int_equal(sysprobe_attach(s), 0);
+	forker_fork(&f, 1, &c1);   /* it waits, alive */
+	assert_int_equal(bit(s, c1), 1);
+	assert_int_equal(sysprobe_detach(s), 0);
+	assert_int_equal(bit(s, c1), 1);   /* detached: nothing changes it... */
+	assert_int_equal(sysprobe_attach(s), 0);
+	assert_int_equal(bit(s, c1), 0);   /* ...until the next attach */
+	assert_int_equal(bit(s, f.pid), 1);
+	assert_int_equal(sysprobe_target_count(s), 1);
+	forker_release(&f, c1);
+
+	forker_fork(&f, 1, &c2);
+	assert_int_equal(bit(s, c2), 1);
+	assert_int_equal(sysprobe_remove_target(s, c2), 0);   /* followed, not added: still removable */
+	assert_int_equal(bit(s, c2), 0);
+	assert_int_equal(sysprobe_remove_target(s, c2), -ENOENT);
+	assert_int_equal(sysprobe_target_count(s), 1);
+	forker_release(&f, c2);
+	assert_int_equal(sysprobe_detach(s), 0);
+
+	struct res x = read_res(s);
+	assert_int_equal(count_of(&x, "getppid"), K_FORK);   /* c2's, since the second attach */
+	sysprobe_results_free(x.r);
+	child_reap(&f);
+	sysprobe_close(s);
+}
+
+/* An added target's bit is cleared by the kernel when it exits; it stays in
+ * the added list (count) until removed, and a new attach sets it again. */
+static void test_follow_exit_clears_added(void **state)
+{
+	struct sysprobe *s = open_or_skip(state);
+	require_follow(s);
+	struct child c;
+	struct work w = { 10, 0, 0, 0 };
+
+	start_child(&c, 1, &w);
+	assert_int_equal(sysprobe_add_target(s, c.pid), 0);
+	assert_int_equal(sysprobe_attach(s), 0);
+	child_phase(&c);
+	assert_int_equal(bit(s, c.pid), 1);
+	child_reap(&c);
+	assert_int_equal(bit(s, c.pid), 0);
+	assert_int_equal(sysprobe_target_count(s), 1);
+	assert_int_equal(sysprobe_detach(s), 0);
+	assert_int_equal(sysprobe_attach(s), 0);
+	assert_int_equal(bit(s, c.pid), 1);   /* the list is the owner's to prune */
+	assert_int_equal(sysprobe_remove_target(s, c.pid), 0);
+	assert_int_equal(bit(s, c.pid), 0);
+	assert_int_equal(sysprobe_target_count(s), 0);
+	assert_int_equal(sysprobe_detach(s), 0);
+	sysprobe_close(s);
+}
+
+/* Without the fork/exit programs (SYSPROBE_NO_FOLLOW, as on an old kernel):
+ * 2 programs, a target's child is not traced unless added. */
+static void test_no_follow(void **state)
+{
+	struct sysprobe *s = open_or_skip(state);
+	assert_false(sysprobe_follows_forks(s));
+	struct child f;
+	pid_t c;
+	uint32_t ids[4];
+	size_t n = prog_ids(s, ids);
+	assert_int_equal(n, 2);
+
+	start_forker(&f, 1, K_FORK);
+	assert_int_equal(sysprobe_add_target(s, f.pid), 0);
+	assert_int_equal(sysprobe_attach(s), 0);
+	assert_int_equal(sysprobe_kernel_links(s), 2);
+	forker_fork(&f, 1, &c);
+	assert_int_equal(bit(s, c), 0);
+	forker_release(&f, c);
+	assert_int_equal(sysprobe_detach(s), 0);
+	struct res x = read_res(s);
+	assert_int_equal(count_of(&x, "getppid"), 0);
+	sysprobe_results_free(x.r);
+	child_reap(&f);
 	sysprobe_close(s);
 }
 
@@ -807,11 +1203,14 @@ static void test_names(void **state)
 	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_btf_hash),  \
 	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_raw)
 #define AUTO(fn) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_auto)
+#define NOFOLLOW(fn) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_nofollow)
 
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && strcmp(argv[1], "--workload") == 0)
 		return workload_main(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "--forker") == 0)
+		return forker_main(argc, argv);
 	ssize_t n = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
 	if (n <= 0) {
 		perror("readlink /proc/self/exe");
@@ -827,12 +1226,21 @@ int main(int argc, char **argv)
 		PER_VARIANT(test_counts),
 		PER_VARIANT(test_threads),
 		PER_VARIANT(test_detach_reattach),
+		PER_VARIANT(test_follow_fork),
+		PER_VARIANT(test_follow_grandchildren),
+		AUTO(test_follow_not_from_non_target),
+		AUTO(test_follow_rebuilt_at_attach),
+		AUTO(test_follow_exit_clears_added),
 		AUTO(test_non_target),
 		AUTO(test_remove_target),
 		AUTO(test_collect_and_json),
 		AUTO(test_prog_stats),
 		AUTO(test_close_detaches),
 		AUTO(test_target_errors),
+		NOFOLLOW(test_no_follow),
+		NOFOLLOW(test_counts),
+		NOFOLLOW(test_remove_target),
+		NOFOLLOW(test_target_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
