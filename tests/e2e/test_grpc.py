@@ -795,7 +795,7 @@ def test_syscall_investigation_counts_and_agrees_with_rest(tmp_path, sctarget, g
     assert m.state == "running" and m.requested_s == 60 and m.attached and m.targets == 1
     assert m.started_unix_nano > 0 and m.ended_unix_nano == 0
     assert abs(m.ends_unix_nano - m.started_unix_nano - 60 * 10**9) <= 10**6     # both in ms
-    assert len(sysprobe_links(g)) == 2                  # sys_enter and sys_exit
+    assert len(sysprobe_links(g)) == 4                  # sys_enter, sys_exit, fork, exit
 
     # a second start is refused and changes nothing; REST says the same
     err = rpc_error(lambda: start_inv(g, 5))
@@ -837,7 +837,7 @@ def test_start_syscall_investigation_when_always_on(tmp_path, sctarget, gagent):
     sctarget.do("g", 42)
     m = get_inv(g)
     assert m.state == "always_on" and m.attached and stat(m, "getppid").count == 42
-    assert len(sysprobe_links(g)) == 2
+    assert len(sysprobe_links(g)) == 4
 
 
 def test_start_syscall_investigation_refused_in_procfs_mode(tmp_path, sctarget, gagent):

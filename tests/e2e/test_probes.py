@@ -105,7 +105,7 @@ def test_investigation_counts_exactly_and_detaches_by_itself(tmp_path, target, a
     assert r.status_code == 202, r.text
     j = r.json()
     assert j["state"] == "running" and j["requested_s"] == 3 and j["targets"] == 1
-    assert len(syscall_links()) == 2  # sys_enter and sys_exit
+    assert len(syscall_links()) == 4  # sys_enter, sys_exit, and fork/exit to follow new processes
 
     # a second start while one runs is refused, and changes nothing
     r2 = post(a, {"duration_s": 60})
