@@ -51,6 +51,7 @@
 
 #define PROC_ROOT "/proc"
 #define MAX_PROC_LISTENERS 4
+#define EXIT_WAIT_MS 100
 #define RESCAN_MS 2000
 #define MAX_CANDIDATES 4096
 
@@ -114,6 +115,11 @@ struct onepanel {
 	int nl_fd;
 	struct loop_io *nl_io;
 	struct loop_timer *rescan;
+	/* procfs mode: the pidfd can wake us before the connector has sent
+	 * the exit (proc_exit_connector runs after exit_notify): wait a
+	 * little for the status before the STOP */
+	struct loop_timer *exit_wait;
+	bool stop_pending;
 
 	/* eBPF */
 	bool prepared;
@@ -275,6 +281,8 @@ static pid_t scan_proc(struct onepanel *op, struct proc_info *out)
 
 static void pidfd_ready(void *arg, int fd, uint32_t events);
 static void drain_source(struct onepanel *op);
+static void nl_drain(struct onepanel *op);
+static void master_gone(struct onepanel *op);
 
 static bool has_event_source(const struct onepanel *op)
 {
@@ -459,6 +467,9 @@ static void track(struct onepanel *op, pid_t pid, const struct proc_info *pi, co
 
 static void untrack(struct onepanel *op)
 {
+	if (op->stop_pending)
+		loop_timer_disarm(op->exit_wait);
+	op->stop_pending = false;
 	loop_io_del(op->loop, op->pidfd_io);
 	op->pidfd_io = NULL;
 	if (op->pidfd >= 0)
@@ -620,11 +631,29 @@ static void pidfd_ready(void *arg, int fd, uint32_t events)
 {
 	struct onepanel *op = arg;
 	(void)events;
-	/* The source's record of the exit was queued before the pidfd woke us. */
 	drain_source(op);
 	if (!op->running || fd != op->pidfd)
 		return;
+	/* eBPF's record of the exit precedes the pidfd's wakeup; the
+	 * connector's follows it, usually within microseconds */
+	if (op->nl_fd >= 0 && !op->have_exit && op->exit_wait) {
+		loop_io_del(op->loop, op->pidfd_io);
+		op->pidfd_io = NULL;
+		op->stop_pending = true;
+		loop_timer_arm(op->exit_wait, EXIT_WAIT_MS, 0);
+		return;
+	}
 	master_gone(op);
+}
+
+static void exit_wait_done(void *arg)
+{
+	struct onepanel *op = arg;
+	if (op->stop_pending && op->running) {
+		nl_drain(op);
+		if (op->running)
+			master_gone(op);
+	}
 }
 
 /* Events may have been lost (ring buffer or connector overrun): compare
@@ -687,8 +716,15 @@ static void on_proc_exec(struct onepanel *op, pid_t pid, bool autotracked)
 		if (op->running)
 			return;
 	}
-	if (!child_of_onepanel && procfs_read_proc(PROC_ROOT, pid, &pi) == 0)
+	/* pi (the stat line) is all track() needs: FOUND is on the event's
+	 * path, and the full /proc read costs several files */
+	if (!child_of_onepanel) {
+		static double btime = -1;
+		if (btime < 0 && procfs_boot_time(PROC_ROOT, &btime))
+			btime = 0;
+		pi.start_time = btime + (double)pi.start_ticks / (double)sysconf(_SC_CLK_TCK);
 		track(op, pid, &pi, "exec");
+	}
 }
 
 static void on_proc_fork(struct onepanel *op, pid_t parent, uint64_t parent_start, pid_t child, uint64_t child_start)
@@ -719,7 +755,7 @@ static void on_proc_exit(struct onepanel *op, pid_t tgid, uint64_t start, pid_t 
 		/* eBPF reports the exit of the last thread once, at
 		 * sched_process_exit: commit there, without waiting for the
 		 * pidfd (find() skips the dying master by its start time). */
-		if (whole && op->pl)
+		if ((whole && op->pl) || op->stop_pending)
 			master_gone(op);
 		return;
 	}
@@ -907,6 +943,8 @@ static void close_sources(struct onepanel *op)
 	op->nl_fd = -1;
 	loop_timer_free(op->loop, op->rescan);
 	op->rescan = NULL;
+	loop_timer_free(op->loop, op->exit_wait);
+	op->exit_wait = NULL;
 	close_schedlat(op);
 }
 
@@ -1029,6 +1067,7 @@ int onepanel_prepare(struct onepanel *op, const struct ebpf_config *eb)
 	}
 	/* The rescan timer also covers a master we could not get a pidfd for. */
 	op->rescan = loop_timer_new(op->loop, rescan_tick, op);
+	op->exit_wait = loop_timer_new(op->loop, exit_wait_done, op);
 	if (op->rescan && op->configured && !has_event_source(op))
 		loop_timer_arm(op->rescan, RESCAN_MS, RESCAN_MS);
 	setup_schedlat(op);

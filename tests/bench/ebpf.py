@@ -141,6 +141,8 @@ def latency(workdir, mode, n):
             while True:
                 e, t = sse.next()
                 if e["type"] == "ONEPANEL_STOP_MESSAGE" and e["pid"] == pid:
+                    if "kernel_ns" not in e["fields"]:
+                        raise SystemExit(f"no kernel_ns: {e}")
                     stop.append((t - int(e["fields"]["kernel_ns"])) / 1000.0)
                     break
             os.waitpid(pid, 0)

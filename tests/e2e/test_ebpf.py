@@ -113,7 +113,9 @@ def test_worker_killed_and_respawned(tmp_path, sim2, agents):
     wait_for(lambda: a.get("/v1/status").json()["onepanel"].get("workers") == 2, what="2 workers")
     kids = [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
     assert len(kids) == 2
-    s = SSE(a.port, f"/v1/events/stream?after={a.last_seq()}")
+    # (the simulator also logs the death as an [alert]: a CRITICAL_ERROR)
+    s = SSE(a.port, f"/v1/events/stream?after={a.last_seq()}"
+                    "&type=ONEPANEL_WORKER_START_MESSAGE,ONEPANEL_WORKER_STOP_MESSAGE")
     os.kill(kids[0], signal.SIGKILL)
     e1, e2 = s.next(), s.next()
     s.close()
