@@ -10,6 +10,8 @@
 #   make bench-apply  the agent's own time per config apply (1 and 100 files)
 #   make bench-ebpf   eBPF event latency, probe overhead on nginx, getpid cost
 #   make bench-logs   access-log parsing MB/s vs GoAccess and awk (LOG_MB=1024 KEEP=0)
+#   make deb          $(BUILD)/oneshield-agent_<version>_<arch>.deb (packaging/build-deb.sh;
+#                     DEB_VERSION=... overrides the version taken from git describe)
 #
 # Generated files (skeletons, protobuf-c output) go to $(BUILD) only.
 
@@ -69,7 +71,7 @@ FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 20
 
 .SECONDARY:
-.PHONY: vmlinux all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc bench-apply bench-ebpf bench-logs fuzz fuzz-smoke clean
+.PHONY: vmlinux all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc bench-apply bench-ebpf bench-logs fuzz fuzz-smoke clean deb
 all: agent plugin sim
 agent: $(BUILD)/oneshield-agent
 plugin: $(BUILD)/oneshield-agent-grpc.so
@@ -201,6 +203,10 @@ bench-idle: all
 bench-logs: all
 	BUILD=$(BUILD) tests/bench/logs_bench.sh
 	$(PYTHON) tests/bench/logs_cpu.py --agent $(BUILD)/oneshield-agent $(BENCH_ARGS)
+
+# The Debian package, from this build's agent and plugin (packaging/).
+deb: agent plugin
+	BUILD=$(BUILD) DEB_VERSION=$(DEB_VERSION) packaging/build-deb.sh
 
 clean:
 	rm -rf build build-asan
