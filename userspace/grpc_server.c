@@ -4,7 +4,35 @@
  * server) with a kind; the core loop dispatches on it. A call holds one
  * reference per batch in flight; RECV_CLOSE_ON_SERVER is started first and
  * completes last (when the call ends, or at once when the client cancels or
- * goes away), so a call is freed exactly when its last batch completes. */
+ * goes away), so a call is freed exactly when its last batch completes.
+ *
+ * Subscribe streams are the exception, for speed. With 100 subscribers an
+ * event is 100 messages, and gRPC allows one SEND_MESSAGE in flight per
+ * call; when every completion went pump thread -> eventfd -> core loop ->
+ * start_batch, each message cost two context switches before the next could
+ * go, and the core loop did all of it. Now:
+ *  - the core loop serializes each event once into the "feed", a ring of
+ *    refcounted slices by seq that the pump thread may read;
+ *  - when a subscriber's send completes, the pump thread itself sends it
+ *    the next event (from the feed, else from the journal under the
+ *    journal's lock), with GRPC_WRITE_BUFFER_HINT while more follow, so a
+ *    reader that is behind gets its events many to a write;
+ *  - idle subscribers are woken once per loop iteration (kick_prepare), the
+ *    core loop and the pump thread sharing the round;
+ *  - what only the core loop may do comes back to it as the completion:
+ *    EVENTS_LOST markers (the loop accounts for losses), failed sends,
+ *    calls that ended, the ends of streams at shutdown.
+ *
+ * Who may touch a subscriber's cursor and send buffer is decided by its
+ * send slot: send_busy, changed only under g->slock, is true while a send
+ * is in flight or a thread is about to start one; that thread (the one that
+ * got the completion, or the core loop when it took an idle slot) owns the
+ * cursor. A subscriber holds one call reference for its send slot as long
+ * as it streams (the pump never touches refs); the core loop drops it once
+ * the stream has stopped and no send is in flight. The feed holds only
+ * events the journal still has (its size is at most the journal's), and the
+ * pump asks the core loop for a marker as soon as the cursor is older than
+ * the journal, so a reader is never told less than it lost. */
 #include "grpc_server.h"
 
 #include <errno.h>
@@ -43,7 +71,9 @@
 #define MAX_REQUEST_BYTES (1u << 20)
 #define MIN_STREAM_INTERVAL_MS 100
 #define SHUTDOWN_GRACE_MS 1000
-#define EVENT_CACHE 256          /* serialized recent events, by seq */
+#define FEED_MAX 1024            /* serialized recent events shared with the pump */
+#define HINT_SCAN 64             /* look-ahead for "more follows" */
+#define HINT_RUN 64              /* buffered sends in a row, then one goes out */
 
 enum method {
 	M_UNKNOWN,
@@ -74,7 +104,7 @@ static const struct {
 	{ "/oneshield.agent.v1.Agent/GetSyscallInvestigation", M_GET_SYSCALL_INVESTIGATION },
 };
 
-enum tag_kind { T_NEW, T_RECV, T_CLOSE, T_SEND, T_STATUS, T_SHUTDOWN };
+enum tag_kind { T_NEW, T_RECV, T_CLOSE, T_SEND, T_SUB_SEND, T_STATUS, T_SHUTDOWN };
 
 struct gcall;
 struct tag {
@@ -96,12 +126,17 @@ struct gcall {
 	bool send_busy;
 	bool recv_busy;
 	bool half_closed;         /* client finished sending (streams) */
+	bool md_sent;             /* SEND_INITIAL_METADATA started */
 	int cancelled;
 	grpc_byte_buffer *recv_buf;
 	grpc_byte_buffer *send_buf;
-	struct tag t_new, t_recv, t_close, t_send, t_status;
-	/* Subscribe */
+	struct tag t_new, t_recv, t_close, t_send, t_sub, t_status;
+	/* Subscribe (send slot: see the top of this file) */
 	bool subscriber;
+	bool slot;                /* holds the send slot's call reference */
+	bool sub_stop;            /* under g->slock: no more sends */
+	int hinted;               /* buffered sends in a row */
+	struct gcall *ready_next; /* under g->slock: on g->ready */
 	struct journal_cursor cur;
 	/* StreamMetrics */
 	struct loop_timer *timer;
@@ -123,10 +158,24 @@ struct grpc_api {
 	struct tag t_shutdown;
 	struct gcall *calls;        /* accepted calls */
 	size_t pending;             /* request_call armed */
-	struct slice_cache {
-		uint64_t seq;       /* 0 = empty */
+	struct buf scratch;         /* core loop: serializing events */
+	struct buf pscratch;        /* the same for the pump thread */
+	bool kick_due;              /* events journaled since the last kick_prepare */
+	struct gcall *ready;        /* under slock: the kick round (kick_prepare) */
+	bool prepare_added;
+
+	/* The feed: the last feed_cap events by seq (seq 0 = not serialized:
+	 * nobody subscribed then), shared with the pump thread. slock guards
+	 * it, feed_last, feed_closing and every subscriber's send_busy. */
+	pthread_mutex_t slock;
+	struct feed_ent {
+		uint64_t seq;
+		enum event_type type;
 		grpc_slice slice;
-	} cache[EVENT_CACHE];
+	} *feed;
+	size_t feed_cap;            /* power of two, <= the journal's capacity */
+	uint64_t feed_last;         /* journal_last_seq as of the last append */
+	bool feed_closing;
 
 	/* completions from the pump thread */
 	pthread_mutex_t lock;
@@ -169,6 +218,9 @@ static void post(struct grpc_api *g, struct tag *t, int ok)
 	}
 }
 
+static void sub_next(struct grpc_api *g, struct gcall *c, struct buf *scratch);
+static void pump_help(struct grpc_api *g);
+
 static void *pump(void *arg)
 {
 	struct grpc_api *g = arg;
@@ -176,8 +228,14 @@ static void *pump(void *arg)
 		grpc_event ev = grpc_completion_queue_next(g->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
-		if (ev.type == GRPC_OP_COMPLETE)
-			post(g, ev.tag, ev.success);
+		if (ev.type != GRPC_OP_COMPLETE)
+			continue;
+		struct tag *t = ev.tag;
+		if (t->kind == T_SUB_SEND && ev.success)
+			sub_next(g, t->call, &g->pscratch);
+		else
+			post(g, t, ev.success);
+		pump_help(g);
 	}
 	return NULL;
 }
@@ -239,6 +297,7 @@ static void request_one(struct grpc_api *g)
 	c->t_recv = (struct tag){ T_RECV, c };
 	c->t_close = (struct tag){ T_CLOSE, c };
 	c->t_send = (struct tag){ T_SEND, c };
+	c->t_sub = (struct tag){ T_SUB_SEND, c };
 	c->t_status = (struct tag){ T_STATUS, c };
 	grpc_call_details_init(&c->details);
 	grpc_metadata_array_init(&c->md);
@@ -259,22 +318,30 @@ static void send_status_md(struct gcall *c, grpc_status_code code, const char *m
 {
 	if (c->status_sent || c->closed)
 		return;
-	grpc_op op;
-	memset(&op, 0, sizeof(op));
+	grpc_op ops[2];
+	size_t n = 0;
+	memset(ops, 0, sizeof(ops));
 	grpc_slice details = grpc_slice_from_copied_string(msg ? msg : "");
 	grpc_metadata md;
 	memset(&md, 0, sizeof(md));
-	op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-	op.data.send_status_from_server.status = code;
-	op.data.send_status_from_server.status_details = msg ? &details : NULL;
+	/* Not without headers: gRPC 1.51's server never sends a status on a
+	 * call that has not sent its initial metadata. */
+	if (!c->md_sent)
+		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+	grpc_op *op = &ops[n++];
+	op->op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	op->data.send_status_from_server.status = code;
+	op->data.send_status_from_server.status_details = msg ? &details : NULL;
 	if (key && val) {
 		md.key = grpc_slice_from_static_string(key);
 		md.value = grpc_slice_from_copied_buffer(val->data ? val->data : "", val->len);
-		op.data.send_status_from_server.trailing_metadata_count = 1;
-		op.data.send_status_from_server.trailing_metadata = &md;
+		op->data.send_status_from_server.trailing_metadata_count = 1;
+		op->data.send_status_from_server.trailing_metadata = &md;
 	}
-	if (batch(c, &op, 1, &c->t_status))
+	if (batch(c, ops, n, &c->t_status)) {
 		c->status_sent = true;
+		c->md_sent = true;
+	}
 	grpc_slice_unref(details);
 	if (key && val) {
 		grpc_slice_unref(md.key);
@@ -285,23 +352,22 @@ static void send_status_md(struct gcall *c, grpc_status_code code, const char *m
 }
 
 static void send_status(struct gcall *c, grpc_status_code code, const char *msg);
+static void dispatch(struct grpc_api *g, struct tag *t, int ok);
 
 static void send_status(struct gcall *c, grpc_status_code code, const char *msg)
 {
 	send_status_md(c, code, msg, NULL, NULL);
 }
 
-/* Start one SEND_MESSAGE of the slice (the byte buffer takes its own ref).
- * flags GRPC_WRITE_BUFFER_HINT: more follows at once, so the transport may
- * hold this one and write several in one syscall; the send completes
- * without waiting for the socket. The last of a burst goes without it. */
-static bool send_slice(struct gcall *c, grpc_slice s, uint32_t flags)
+/* One SEND_MESSAGE (StreamMetrics, reflection), completing on t_send. */
+static bool send_bytes(struct gcall *c, const struct buf *b)
 {
+	grpc_slice s = grpc_slice_from_copied_buffer(b->data ? b->data : "", b->len);
 	c->send_buf = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
 	grpc_op op;
 	memset(&op, 0, sizeof(op));
 	op.op = GRPC_OP_SEND_MESSAGE;
-	op.flags = flags;
 	op.data.send_message.send_message = c->send_buf;
 	if (!batch(c, &op, 1, &c->t_send)) {
 		grpc_byte_buffer_destroy(c->send_buf);
@@ -310,14 +376,6 @@ static bool send_slice(struct gcall *c, grpc_slice s, uint32_t flags)
 	}
 	c->send_busy = true;
 	return true;
-}
-
-static bool send_bytes(struct gcall *c, const struct buf *b)
-{
-	grpc_slice s = grpc_slice_from_copied_buffer(b->data ? b->data : "", b->len);
-	bool ok = send_slice(c, s, 0);
-	grpc_slice_unref(s);
-	return ok;
 }
 
 /* Unary answer: message and OK status in one batch. */
@@ -332,73 +390,347 @@ static void reply(struct gcall *c, const struct buf *b)
 	ops[0].data.send_message.send_message = c->send_buf;
 	ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
 	ops[1].data.send_status_from_server.status = GRPC_STATUS_OK;
-	if (batch(c, ops, 2, &c->t_send)) {
+	/* The answer usually goes out (and completes) inside start_batch: take
+	 * the completion from the thread-local cache rather than through the
+	 * pump thread and back. The call outlives it: the caller holds another
+	 * reference (the receive that brought the request, or the apply's). */
+	grpc_completion_queue_thread_local_cache_init(c->g->cq);
+	bool ok = batch(c, ops, 2, &c->t_send);
+	void *tag;
+	int tok;
+	bool caught = grpc_completion_queue_thread_local_cache_flush(c->g->cq, &tag, &tok);
+	if (ok) {
 		c->send_busy = true;
 		c->status_sent = true;
 	}
+	if (caught) {
+		if (tag == &c->t_send)
+			dispatch(c->g, tag, tok);
+		else
+			post(c->g, tag, tok);
+	}
 }
 
+/* The first receive also sends the response headers: one batch, one
+ * completion less per call. */
 static void start_recv(struct gcall *c)
 {
-	grpc_op op;
-	memset(&op, 0, sizeof(op));
-	op.op = GRPC_OP_RECV_MESSAGE;
-	op.data.recv_message.recv_message = &c->recv_buf;
-	if (batch(c, &op, 1, &c->t_recv))
+	grpc_op ops[2];
+	size_t n = 0;
+	memset(ops, 0, sizeof(ops));
+	if (!c->md_sent)
+		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[n].op = GRPC_OP_RECV_MESSAGE;
+	ops[n++].data.recv_message.recv_message = &c->recv_buf;
+	if (batch(c, ops, n, &c->t_recv)) {
 		c->recv_busy = true;
+		c->md_sent = true;
+	}
 }
 
 /* ---- streams ---- */
 
-/* Subscribers mostly read the same recent events: serialize each once into
- * a refcounted slice that every subscriber's send shares. */
-static bool cached_event(struct grpc_api *g, const struct event *e, grpc_slice *out)
+/* The event as one slice (a new reference), serialized into g->scratch. */
+static bool event_slice(struct grpc_api *g, const struct event *e, grpc_slice *out)
 {
-	struct slice_cache *sc = &g->cache[e->seq % EVENT_CACHE];
-	if (sc->seq != e->seq) {
-		struct buf b;
-		buf_init(&b);
-		if (pb_event(e, &b)) {
-			buf_free(&b);
-			return false;
-		}
-		if (sc->seq)
-			grpc_slice_unref(sc->slice);
-		sc->slice = grpc_slice_from_copied_buffer(b.data ? b.data : "", b.len);
-		sc->seq = e->seq;
-		buf_free(&b);
-	}
-	*out = sc->slice;
+	buf_reset(&g->scratch);
+	if (pb_event(e, &g->scratch))
+		return false;
+	*out = grpc_slice_from_copied_buffer(g->scratch.data ? g->scratch.data : "", g->scratch.len);
 	return true;
 }
 
+enum feed_res {
+	F_SEND,    /* here is the next event to send */
+	F_IDLE,    /* caught up */
+	F_JOURNAL, /* the next one is not in the feed: read the journal */
+	F_POST,    /* a decision for the core loop (stream stopped or ending) */
+};
+
+/* With g->slock held, by the owner of c's send slot: the next event for c
+ * from the feed. F_SEND: *s is a new reference, the cursor moved past it,
+ * *flags says whether to buffer it (more follows at once). F_IDLE: caught
+ * up. F_JOURNAL: the next one is not in the feed (older than the feed, or
+ * journaled while nobody subscribed). */
+static enum feed_res feed_next(struct grpc_api *g, struct gcall *c, grpc_slice *s, uint32_t *flags)
+{
+	uint64_t n = c->cur.next, mask = c->cur.type_mask;
+	size_t m = g->feed_cap - 1;
+	if (n + g->feed_cap <= g->feed_last)
+		return F_JOURNAL;
+	for (; n <= g->feed_last; n++) {
+		const struct feed_ent *f = &g->feed[n & m];
+		if (f->seq != n)
+			return F_JOURNAL;
+		if (mask && !(mask & (1ULL << f->type)))
+			continue;
+		c->cur.next = n + 1;
+		*s = grpc_slice_ref(f->slice);
+		/* Buffer this one only if another follows from the feed at
+		 * once, and never more than HINT_RUN in a row, so a reader
+		 * catching up gets its events in batches without waiting for
+		 * the end of the backlog. */
+		*flags = 0;
+		if (c->hinted < HINT_RUN) {
+			uint64_t end = g->feed_last < n + HINT_SCAN ? g->feed_last : n + HINT_SCAN;
+			for (uint64_t k = n + 1; k <= end; k++) {
+				const struct feed_ent *h = &g->feed[k & m];
+				if (h->seq != k)
+					break;
+				if (!mask || (mask & (1ULL << h->type))) {
+					*flags = GRPC_WRITE_BUFFER_HINT;
+					break;
+				}
+			}
+		}
+		c->hinted = *flags ? c->hinted + 1 : 0;
+		return F_SEND;
+	}
+	c->cur.next = n;
+	return F_IDLE;
+}
+
+/* By the owner of the send slot: one SEND_MESSAGE on c->t_sub. The slot's
+ * reference covers it (no refs++: the pump thread may call this). */
+static bool sub_send(struct gcall *c, grpc_slice s, uint32_t flags)
+{
+	c->send_buf = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_op op;
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_SEND_MESSAGE;
+	op.flags = flags;
+	op.data.send_message.send_message = c->send_buf;
+	if (grpc_call_start_batch(c->call, &op, 1, &c->t_sub, NULL) != GRPC_CALL_OK) {
+		grpc_byte_buffer_destroy(c->send_buf);
+		c->send_buf = NULL;
+		return false;
+	}
+	return true;
+}
+
+/* By the owner of c's slot: the next event from the feed, or F_IDLE (the
+ * slot is given back under the lock: c may be freed by the core loop from
+ * then on), or F_JOURNAL, or F_POST when the stream has stopped, or has
+ * caught up while the server is closing (the core loop ends it). */
+static enum feed_res sub_advance(struct grpc_api *g, struct gcall *c, grpc_slice *s, uint32_t *flags)
+{
+	pthread_mutex_lock(&g->slock);
+	enum feed_res r = c->sub_stop ? F_POST : feed_next(g, c, s, flags);
+	if (r == F_IDLE && g->feed_closing)
+		r = F_POST;
+	if (r == F_IDLE)
+		c->send_busy = false;
+	pthread_mutex_unlock(&g->slock);
+	return r;
+}
+
+/* By the owner of c's slot, on either thread: the next event for c from
+ * the journal, under its lock, serialized with scratch. 1: *s is set (a new
+ * reference); 0: nothing more matches (the cursor is past the last event);
+ * -1: for the core loop (an EVENTS_LOST marker is due: the loop accounts
+ * for losses; or out of memory). A reader that fell out of the feed costs a
+ * serialization per message, but not a trip through the core loop. */
+static int journal_fetch(struct grpc_api *g, struct gcall *c, struct buf *scratch, grpc_slice *s, uint32_t *flags)
+{
+	struct journal *j = g->agent->journal;
+	const struct event *e;
+	struct event *marker;
+	int r = -1;
+	journal_lock(j);
+	if (c->cur.next < journal_first_seq(j)) {
+		journal_unlock(j);
+		return -1;
+	}
+	if (!journal_next(j, &c->cur, &e, &marker)) {
+		r = 0;
+	} else {
+		buf_reset(scratch);
+		if (pb_event(e, scratch) == 0) {
+			bool more = c->hinted < HINT_RUN && journal_has_next(j, &c->cur, HINT_SCAN);
+			*s = grpc_slice_from_copied_buffer(scratch->data ? scratch->data : "", scratch->len);
+			*flags = more ? GRPC_WRITE_BUFFER_HINT : 0;
+			c->hinted = more ? c->hinted + 1 : 0;
+			r = 1;
+		} else {
+			c->cur.next = e->seq; /* the core loop tries again */
+		}
+	}
+	journal_unlock(j);
+	return r;
+}
+
+/* A subscriber's send completed fine; by the thread that got the completion
+ * (the pump, or the core loop through its completion cache), which owns
+ * the slot: send the next event, from the feed or the journal, or go idle,
+ * or leave the decision to the core loop (the completion is posted). */
+static void sub_next(struct grpc_api *g, struct gcall *c, struct buf *scratch)
+{
+	grpc_slice s;
+	uint32_t flags = 0;
+	if (c->send_buf) {
+		grpc_byte_buffer_destroy(c->send_buf);
+		c->send_buf = NULL;
+	}
+	for (;;) {
+		switch (sub_advance(g, c, &s, &flags)) {
+		case F_IDLE:
+			return;
+		case F_POST:
+			post(g, &c->t_sub, 1);
+			return;
+		case F_JOURNAL: {
+			int r = journal_fetch(g, c, scratch, &s, &flags);
+			if (r < 0) {
+				post(g, &c->t_sub, 1);
+				return;
+			}
+			if (r == 0)
+				continue; /* past the end: idle, unless more came since */
+			break;
+		}
+		case F_SEND:
+			break;
+		}
+		if (!sub_send(c, s, flags))
+			post(g, &c->t_sub, 0);
+		grpc_slice_unref(s);
+		return;
+	}
+}
+
+static void sub_drop_slot(struct gcall *c);
+
+/* Core loop, owning c's slot: start the send. The core loop starts most
+ * sends at low rates (one per subscriber for every event), and such a send
+ * usually completes before start_batch returns (the socket took the bytes).
+ * Its completion would then wake the pump thread through the queue only to
+ * find the subscriber caught up; a thread-local completion cache catches it
+ * here instead, and the subscriber goes idle on the spot. If it has more to
+ * send, the next send is started without the cache, so its completion goes
+ * to the pump thread, which carries on: the core loop never works through a
+ * backlog itself. Whatever else gets caught (another call's completion on a
+ * shared connection) is posted to the loop as usual. */
+static void loop_sub_send(struct gcall *c, grpc_slice s, uint32_t flags, bool cache)
+{
+	struct grpc_api *g = c->g;
+	if (cache)
+		grpc_completion_queue_thread_local_cache_init(g->cq);
+	bool ok = sub_send(c, s, flags);
+	grpc_slice_unref(s);
+	void *tag;
+	int tok;
+	bool caught = cache && grpc_completion_queue_thread_local_cache_flush(g->cq, &tag, &tok);
+	if (!ok) {
+		send_status(c, GRPC_STATUS_INTERNAL, "cannot send");
+		sub_drop_slot(c);
+	}
+	if (!caught)
+		return;
+	struct tag *t = tag;
+	if (t->kind != T_SUB_SEND || !tok) {
+		post(g, t, tok);
+		return;
+	}
+	sub_next(g, t->call, &g->scratch);
+}
+
+/* Core loop, owning the send slot of a subscriber that stops: give up the
+ * slot and its call reference (may free c). */
+static void sub_drop_slot(struct gcall *c)
+{
+	struct grpc_api *g = c->g;
+	pthread_mutex_lock(&g->slock);
+	c->sub_stop = true;
+	c->send_busy = false;
+	pthread_mutex_unlock(&g->slock);
+	if (c->send_buf) {
+		grpc_byte_buffer_destroy(c->send_buf);
+		c->send_buf = NULL;
+	}
+	if (c->slot) {
+		c->slot = false;
+		unref(c);
+	}
+}
+
+/* Core loop, owning the send slot: the next message, from the feed or the
+ * journal; at the end of a stream, the status; else the slot goes back.
+ * cache: catch the send's completion here when it comes at once (see
+ * loop_sub_send); without, it goes to the pump thread. */
+static void sub_continue_cache(struct gcall *c, bool cache)
+{
+	struct grpc_api *g = c->g;
+	struct agent *a = g->agent;
+	grpc_slice s;
+	uint32_t flags = 0;
+	pthread_mutex_lock(&g->slock);
+	enum feed_res r = feed_next(g, c, &s, &flags);
+	pthread_mutex_unlock(&g->slock);
+	if (r == F_SEND) {
+		loop_sub_send(c, s, flags, cache);
+		return;
+	}
+	const struct event *e;
+	struct event *marker;
+	if (r == F_JOURNAL && journal_next(a->journal, &c->cur, &e, &marker)) {
+		bool ok;
+		if (marker) {
+			a->events_lost_subscribers += marker->lost_to - marker->lost_from + 1;
+			ok = event_slice(g, marker, &s);
+			event_free(marker);
+			flags = 0;
+		} else {
+			ok = event_slice(g, e, &s);
+			flags = journal_has_next(a->journal, &c->cur, HINT_SCAN) ? GRPC_WRITE_BUFFER_HINT : 0;
+		}
+		c->hinted = 0;
+		if (ok) {
+			loop_sub_send(c, s, flags, cache);
+		} else {
+			send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "agent out of memory");
+			sub_drop_slot(c);
+		}
+		return;
+	}
+	if (g->closing) {
+		send_status(c, GRPC_STATUS_OK, NULL);
+		sub_drop_slot(c);
+		return;
+	}
+	pthread_mutex_lock(&g->slock);
+	c->send_busy = false;
+	pthread_mutex_unlock(&g->slock);
+}
+
+static void sub_continue(struct gcall *c)
+{
+	sub_continue_cache(c, true);
+}
+
+/* Core loop: take an idle send slot and send what is next. */
 static void kick_subscriber(struct gcall *c)
 {
 	struct grpc_api *g = c->g;
-	if (c->send_busy || c->status_sent || c->closed)
-		return;
-	const struct event *e;
-	struct event *marker;
-	if (journal_next(g->agent->journal, &c->cur, &e, &marker)) {
-		bool ok;
-		if (marker) {
-			g->agent->events_lost_subscribers += marker->lost_to - marker->lost_from + 1;
-			struct buf b;
-			buf_init(&b);
-			ok = pb_event(marker, &b) == 0 && send_bytes(c, &b);
-			buf_free(&b);
-			event_free(marker);
-		} else {
-			grpc_slice s;
-			uint32_t hint = journal_has_next(g->agent->journal, &c->cur, 64) ? GRPC_WRITE_BUFFER_HINT : 0;
-			ok = cached_event(g, e, &s) && send_slice(c, s, hint);
-		}
-		if (!ok)
-			send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "agent out of memory");
-		return;
+	pthread_mutex_lock(&g->slock);
+	bool mine = !c->send_busy && !c->sub_stop;
+	if (mine)
+		c->send_busy = true;
+	pthread_mutex_unlock(&g->slock);
+	if (mine)
+		sub_continue(c);
+}
+
+/* Core loop: a subscriber's send completed and the pump left it to us. */
+static void on_sub_send(struct gcall *c, int ok)
+{
+	if (c->send_buf) {
+		grpc_byte_buffer_destroy(c->send_buf);
+		c->send_buf = NULL;
 	}
-	if (g->closing)
-		send_status(c, GRPC_STATUS_OK, NULL);
+	if (!ok || c->closed || c->status_sent || c->sub_stop)
+		sub_drop_slot(c);
+	else
+		sub_continue(c);
 }
 
 static void send_snapshot(struct gcall *c)
@@ -434,12 +766,84 @@ static void metrics_tick(void *arg)
 		send_snapshot(c);
 }
 
+/* Journal listener: into the feed (serialized once for every subscriber).
+ * The idle subscribers are woken once per loop iteration (kick_prepare),
+ * not once per event: a burst journaled in one go (the test generator's
+ * tick, a batch of process events) then goes out as one write per
+ * subscriber instead of one per event. */
 static void on_event(void *arg, const struct event *e)
 {
 	struct grpc_api *g = arg;
-	for (struct gcall *c = g->calls; c; c = c->next)
-		if (c->subscriber && (!c->cur.type_mask || (c->cur.type_mask & (1ULL << e->type))))
-			kick_subscriber(c);
+	grpc_slice s = grpc_empty_slice(), old = grpc_empty_slice();
+	bool have = g->nsubscribers && event_slice(g, e, &s);
+	pthread_mutex_lock(&g->slock);
+	struct feed_ent *f = &g->feed[e->seq & (g->feed_cap - 1)];
+	if (f->seq)
+		old = f->slice;
+	f->seq = have ? e->seq : 0;
+	f->type = e->type;
+	f->slice = s;
+	g->feed_last = e->seq;
+	pthread_mutex_unlock(&g->slock);
+	grpc_slice_unref(old);
+	g->kick_due = true;
+}
+
+/* With g->slock held: the next subscriber of the current kick round. */
+static struct gcall *ready_pop(struct grpc_api *g)
+{
+	struct gcall *c = g->ready;
+	if (c)
+		g->ready = c->ready_next;
+	return c;
+}
+
+/* Pump thread, between completions: take one subscriber of the core loop's
+ * kick round, if any is left, and send its next event. */
+static void pump_help(struct grpc_api *g)
+{
+	pthread_mutex_lock(&g->slock);
+	struct gcall *c = ready_pop(g);
+	pthread_mutex_unlock(&g->slock);
+	if (c)
+		sub_next(g, c, &g->pscratch);
+}
+
+/* Loop prepare hook (before the loop sleeps): wake the idle subscribers
+ * that have events to get. Every one costs a write (most of it the kernel's
+ * TCP work), so with 100 subscribers the round is the bulk of an event's
+ * latency; the pump thread takes its share of the round: the idle ones are
+ * put on the ready list (their slots taken), the first send's completion
+ * goes to the pump, which wakes up and pops subscribers from the list
+ * between its completions while the core loop pops the rest. The list is
+ * empty again when this returns. */
+static int kick_prepare(void *arg)
+{
+	struct grpc_api *g = arg;
+	if (!g->kick_due)
+		return -1;
+	g->kick_due = false;
+	struct gcall **tail = &g->ready;
+	pthread_mutex_lock(&g->slock);
+	for (struct gcall *c = g->calls; c; c = c->next) {
+		if (c->subscriber && !c->send_busy && !c->sub_stop && c->cur.next <= g->feed_last) {
+			c->send_busy = true;
+			c->ready_next = NULL;
+			*tail = c;
+			tail = &c->ready_next;
+		}
+	}
+	bool first = true;
+	for (;;) {
+		struct gcall *c = ready_pop(g);
+		pthread_mutex_unlock(&g->slock);
+		if (!c)
+			break;
+		sub_continue_cache(c, !first);
+		first = false;
+		pthread_mutex_lock(&g->slock);
+	}
+	return -1;
 }
 
 /* ---- configuration management ---- */
@@ -761,6 +1165,8 @@ static void handle_request(struct gcall *c, const uint8_t *data, size_t len)
 		c->subscriber = true;
 		g->nsubscribers++;
 		journal_cursor_init(a->journal, &c->cur, after, mask);
+		c->slot = true;
+		c->refs++;
 		kick_subscriber(c);
 		break;
 	}
@@ -840,9 +1246,6 @@ static void on_new(struct gcall *c, int ok)
 		unref(c);
 		return;
 	}
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[0].data.send_initial_metadata.count = 0;
-	batch(c, ops, 1, &c->t_status); /* completion is just an unref */
 	if (c->m == M_UNKNOWN) {
 		char msg[200];
 		snprintf(msg, sizeof(msg), "unknown method %s", path);
@@ -907,9 +1310,7 @@ static void on_send(struct gcall *c, int ok)
 		unref(c);
 		return;
 	}
-	if (c->subscriber) {
-		kick_subscriber(c);
-	} else if (c->timer) {
+	if (c->timer) {
 		if (c->g->closing)
 			send_status(c, GRPC_STATUS_OK, NULL);
 		else if (c->tick_due) {
@@ -932,6 +1333,19 @@ static void on_close(struct gcall *c)
 		log_debug("grpc: call cancelled by the client or its deadline");
 	if (c->timer)
 		loop_timer_disarm(c->timer);
+	if (c->slot) {
+		/* Stop the pump; with no send in flight the slot is ours to drop,
+		 * else the send's completion comes to on_sub_send. */
+		struct grpc_api *g = c->g;
+		pthread_mutex_lock(&g->slock);
+		c->sub_stop = true;
+		bool idle = !c->send_busy;
+		if (idle)
+			c->send_busy = true;
+		pthread_mutex_unlock(&g->slock);
+		if (idle)
+			sub_drop_slot(c);
+	}
 	unref(c);
 }
 
@@ -946,6 +1360,7 @@ static void dispatch(struct grpc_api *g, struct tag *t, int ok)
 	case T_NEW: on_new(c, ok); break;
 	case T_RECV: on_recv(c, ok); break;
 	case T_SEND: on_send(c, ok); break;
+	case T_SUB_SEND: on_sub_send(c, ok); break;
 	case T_CLOSE: on_close(c); break;
 	case T_STATUS: unref(c); break;
 	case T_SHUTDOWN: break;
@@ -978,6 +1393,20 @@ static void drain(void *arg, int fd, uint32_t events)
 
 /* ---- lifecycle ---- */
 
+/* Debian's abseil is built without NDEBUG, so every absl::Mutex acquisition
+ * inside gRPC also runs abseil's debug-only deadlock detector (a lookup in a
+ * global lock graph under a global spinlock, and stack traces): several per
+ * cent of the agent's CPU under load. absl::SetMutexDeadlockDetectionMode
+ * (kIgnore = 0) turns it off. A weak reference to the Debian build's
+ * mangled name: with another abseil build it is NULL and nothing changes. */
+extern void _ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE(int) __attribute__((weak));
+
+static void absl_no_deadlock_detection(void)
+{
+	if (_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE)
+		_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE(0);
+}
+
 static void impl_stop(struct grpc_api *g);
 
 static int impl_start(struct agent *a, const char *listen, size_t max_subscribers, struct grpc_api **out, char *err,
@@ -1003,7 +1432,33 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 	g->max_subscribers = max_subscribers;
 	g->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	pthread_mutex_init(&g->lock, NULL);
+	/* Held for a few hundred nanoseconds at a time by two threads: spin a
+	 * little before sleeping, as a sleep costs two context switches. */
+	pthread_mutexattr_t ma;
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+	pthread_mutex_init(&g->slock, &ma);
+	pthread_mutexattr_destroy(&ma);
+	buf_init(&g->scratch);
+	buf_init(&g->pscratch);
+	/* The feed never holds an event the journal has dropped. */
+	size_t jcap = journal_capacity(a->journal);
+	for (g->feed_cap = FEED_MAX; g->feed_cap > jcap; g->feed_cap /= 2)
+		;
+	g->feed_last = journal_last_seq(a->journal);
+	g->feed = calloc(g->feed_cap ? g->feed_cap : 1, sizeof(*g->feed));
+	if (!g->feed || !g->feed_cap) {
+		snprintf(err, errlen, "out of memory");
+		close(g->efd);
+		pthread_mutex_destroy(&g->lock);
+		pthread_mutex_destroy(&g->slock);
+		free(g->feed);
+		free(g);
+		reflection_fini();
+		return -ENOMEM;
+	}
 	g->t_shutdown.kind = T_SHUTDOWN;
+	absl_no_deadlock_detection();
 	grpc_init();
 	grpc_arg args[] = {
 		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
@@ -1025,6 +1480,8 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 		if (g->efd >= 0)
 			close(g->efd);
 		pthread_mutex_destroy(&g->lock);
+		pthread_mutex_destroy(&g->slock);
+		free(g->feed);
 		free(g);
 		grpc_shutdown();
 		reflection_fini();
@@ -1032,12 +1489,14 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 	}
 	grpc_server_start(g->server);
 	g->io = loop_io_add(a->loop, g->efd, EPOLLIN, drain, g);
-	if (!g->io || pthread_create(&g->pump, NULL, pump, g) != 0 || journal_add_listener(a->journal, on_event, g)) {
+	if (g->io && pthread_create(&g->pump, NULL, pump, g) == 0)
+		g->pump_started = true;
+	if (!g->pump_started || journal_add_listener(a->journal, on_event, g) ||
+	    !(g->prepare_added = loop_add_prepare(a->loop, kick_prepare, g) == 0)) {
 		snprintf(err, errlen, "cannot attach the gRPC server to the core loop");
 		impl_stop(g);
 		return -ENOMEM;
 	}
-	g->pump_started = true;
 	for (int i = 0; i < PENDING_REQUESTS; i++)
 		request_one(g);
 	*out = g;
@@ -1049,6 +1508,9 @@ static void impl_begin_shutdown(struct grpc_api *g)
 	if (!g)
 		return;
 	g->closing = true;
+	pthread_mutex_lock(&g->slock);
+	g->feed_closing = true; /* the pump leaves the ends of streams to us */
+	pthread_mutex_unlock(&g->slock);
 	for (struct gcall *c = g->calls; c; c = c->next) {
 		if (c->subscriber)
 			kick_subscriber(c);
@@ -1079,6 +1541,8 @@ static void impl_stop(struct grpc_api *g)
 	if (!g)
 		return;
 	journal_remove_listener(g->agent->journal, on_event, g);
+	if (g->prepare_added)
+		loop_remove_prepare(g->agent->loop, kick_prepare, g);
 	if (g->pump_started) {
 		g->closing = true;
 		g->shutdown_started = true;
@@ -1107,13 +1571,17 @@ static void impl_stop(struct grpc_api *g)
 		pthread_join(g->pump, NULL);
 	}
 	loop_io_del(g->agent->loop, g->io);
-	for (size_t i = 0; i < EVENT_CACHE; i++)
-		if (g->cache[i].seq)
-			grpc_slice_unref(g->cache[i].slice);
+	for (size_t i = 0; i < g->feed_cap; i++)
+		if (g->feed[i].seq)
+			grpc_slice_unref(g->feed[i].slice);
+	free(g->feed);
+	buf_free(&g->scratch);
+	buf_free(&g->pscratch);
 	grpc_server_destroy(g->server);
 	grpc_completion_queue_destroy(g->cq);
 	close(g->efd);
 	pthread_mutex_destroy(&g->lock);
+	pthread_mutex_destroy(&g->slock);
 	free(g->q);
 	free(g);
 	grpc_shutdown();

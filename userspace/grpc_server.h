@@ -2,12 +2,15 @@
  * reflection.
  *
  * Threads: gRPC's completion queue needs a thread blocked in
- * grpc_completion_queue_next; that "pump" thread does nothing but hand each
- * completion (tag, success) to the core loop through a locked queue and an
- * eventfd. Every decision — decoding requests, reading agent state, starting
- * batches, freeing calls — happens on the core loop's thread, so the gRPC
- * side never touches agent state from another thread and needs no locks of
- * its own beyond that queue.
+ * grpc_completion_queue_next; that "pump" thread hands each completion
+ * (tag, success) to the core loop through a locked queue and an eventfd.
+ * Decoding requests, reading agent state, answering, freeing calls: all on
+ * the core loop's thread. One exception, for throughput: a Subscribe
+ * stream's next message is sent by the pump thread itself as soon as the
+ * previous one completes, from events the core loop serialized for it or
+ * from the journal under the journal's lock (grpc_server.c says how the two
+ * threads share a stream); the core loop keeps everything else, EVENTS_LOST
+ * accounting included.
  *
  * Streams are journal cursors with at most one send in flight per call: a
  * subscriber that stops reading holds no queue of ours; when it reads again

@@ -1,6 +1,7 @@
 #include "journal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #define MAX_LISTENERS 8
@@ -16,6 +17,7 @@ struct journal {
 	} listeners[MAX_LISTENERS];
 	size_t nlisteners;
 	bool sealed;
+	pthread_mutex_t lock;   /* appends vs readers on other threads */
 };
 
 struct journal *journal_new(size_t capacity)
@@ -31,6 +33,7 @@ struct journal *journal_new(size_t capacity)
 		return NULL;
 	}
 	j->cap = capacity;
+	pthread_mutex_init(&j->lock, NULL);
 	return j;
 }
 
@@ -41,6 +44,7 @@ void journal_free(struct journal *j)
 	for (size_t i = 0; i < j->cap; i++)
 		event_free(j->ring[i]);
 	free(j->ring);
+	pthread_mutex_destroy(&j->lock);
 	free(j);
 }
 
@@ -72,12 +76,16 @@ uint64_t journal_append(struct journal *j, struct event *e)
 		event_free(e);
 		return 0;
 	}
-	e->seq = ++j->last;
+	pthread_mutex_lock(&j->lock);
+	e->seq = j->last + 1;
 	size_t slot = (size_t)(e->seq % j->cap);
-	event_free(j->ring[slot]);
+	struct event *old = j->ring[slot];
 	j->ring[slot] = e;
+	j->last = e->seq;
 	if ((int)e->type >= 0 && e->type < EV__COUNT)
 		j->by_type[e->type]++;
+	pthread_mutex_unlock(&j->lock);
+	event_free(old);
 	for (size_t i = 0; i < j->nlisteners; i++)
 		j->listeners[i].fn(j->listeners[i].arg, e);
 	return e->seq;
@@ -140,6 +148,16 @@ bool journal_has_next(const struct journal *j, const struct journal_cursor *c, s
 			return true;
 	}
 	return false;
+}
+
+void journal_lock(struct journal *j)
+{
+	pthread_mutex_lock(&j->lock);
+}
+
+void journal_unlock(struct journal *j)
+{
+	pthread_mutex_unlock(&j->lock);
 }
 
 int journal_add_listener(struct journal *j, journal_listener_fn fn, void *arg)

@@ -9,7 +9,15 @@
  *
  * Ownership: journal_append takes the event; events stay valid until evicted
  * (the next capacity appends), so callers must not keep pointers across a
- * return to the loop. Markers handed out by journal_next belong to the caller. */
+ * return to the loop. Markers handed out by journal_next belong to the caller.
+ *
+ * Threads: the core loop appends, and reads without locking. Another thread
+ * (the gRPC server's completion-queue thread) may read between journal_lock
+ * and journal_unlock: journal_append takes the same lock while it changes
+ * the ring, so nothing is evicted under the reader, and an event it gets
+ * stays valid until it unlocks. Such a reader must not append, seal or free,
+ * and should not ask journal_next for a marker (check journal_first_seq
+ * first): markers are the core loop's to account. */
 #ifndef OS_JOURNAL_H
 #define OS_JOURNAL_H
 
@@ -53,6 +61,10 @@ int journal_next(const struct journal *j, struct journal_cursor *c, const struct
  * (a filtered reader far behind may have none matching for a long way);
  * false beyond that. Allocates nothing. */
 bool journal_has_next(const struct journal *j, const struct journal_cursor *c, size_t max_scan);
+
+/* For readers on other threads (see the top of this file). */
+void journal_lock(struct journal *j);
+void journal_unlock(struct journal *j);
 
 int journal_add_listener(struct journal *j, journal_listener_fn fn, void *arg);
 void journal_remove_listener(struct journal *j, journal_listener_fn fn, void *arg);

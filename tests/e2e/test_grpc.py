@@ -584,6 +584,31 @@ def test_hundred_subscribers_get_every_event(tmp_path, gagent):
     g.wait_api("all subscribers gone", lambda api: (api.grpc_streams, api.grpc_subscribers) == (0, 0))
 
 
+def test_burst_bigger_than_the_feed_reaches_every_reader_from_the_journal(tmp_path, gagent):
+    # The server keeps the last 1024 events serialized for its streams; a
+    # burst of 6000 journaled at once leaves every reader thousands behind
+    # that, but inside the journal (8192): each must get every event once,
+    # in order, none counted lost. Two readers filter, one by the burst's
+    # type, one by a type the burst does not have.
+    g = gagent(extra="events:\n  journal_size: 8192\n")
+    start = g.last_seq()
+    subs = [g.subscribe(after_seq=start) for _ in range(3)]
+    typed = g.subscribe(after_seq=start, types=[TEST])
+    other = g.subscribe(after_seq=start, types=[ET.Value("ONEPANEL_FOUND_MESSAGE")])
+    g.wait_subscribers(5)
+    last = g.gen(6000)
+    for s in subs:
+        got = s.read_through(last)
+        assert coverage(got, start, last) == (last - start, 0)
+    got = typed.read_through(last)
+    assert [m.seq for m in got] == list(range(start + 1, last + 1))
+    assert g.status().events.lost_by_subscribers == 0
+    for s in subs + [typed, other]:
+        s.cancel()
+    g.wait_api("all subscribers gone", lambda api: (api.grpc_streams, api.grpc_subscribers) == (0, 0))
+    assert other.end() == []   # nothing of its type, and no marker either
+
+
 # ---- syscall investigations ----
 
 # A stand-in for onepanel that makes an exact number of syscalls when told
