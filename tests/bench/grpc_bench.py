@@ -383,7 +383,7 @@ def unary_line(un):
 def print_comparison(rates, before, after, ub, ua):
     """One line per rate and build, measured alternately in this run."""
     hdr = (f"{'rate/s':>7} {'build':>7} {'msgs/s':>8} {'lost':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-           f"{'agent CPU':>9} {'us/msg':>6} {'client us/msg':>13} {'RSS max':>7} {'anon':>5}")
+           f"{'agent CPU':>9} {'loop':>5} {'us/msg':>6} {'client us/msg':>13} {'RSS max':>7} {'anon':>5}")
     print(hdr)
     print("-" * len(hdr))
     for rate in rates:
@@ -391,7 +391,8 @@ def print_comparison(rates, before, after, ub, ua):
             res = r["res"]
             L = res["latency_us"]
             print(f"{rate:>7} {name:>7} {res['msgs_per_s']:>8.0f} {res['lost']['total']:>6} {lat(L['p50']):>7} "
-                  f"{lat(L['p99']):>7} {lat(L['max']):>7} {r['cpu_pct']:>8.0f}% {r['cpu_us_per_msg']:>6.1f} "
+                  f"{lat(L['p99']):>7} {lat(L['max']):>7} {r['cpu_pct']:>8.0f}% {r['loop_pct']:>4.0f}% "
+                  f"{r['cpu_us_per_msg']:>6.1f} "
                   f"{r['client_us_per_msg']:>13.1f} {mib(r['max_rss']):>7} {mib(r['max_anon']):>5}")
     for name, un in (("before", ub), ("after", ua)):
         print(f"  GetStatus c=16 {name:>6}: {unary_line(un)}")
