@@ -161,6 +161,11 @@ static void reload_config(void)
 	emit(EV_AGENT_CONFIG_RELOADED, EL_INFO, "agent configuration reloaded", "path", path);
 }
 
+static void noop_handler(int sig)
+{
+	(void)sig;
+}
+
 static void on_signal(void *arg, int fd, uint32_t events)
 {
 	struct signalfd_siginfo si;
@@ -238,6 +243,14 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
+	/* Blocked and read through the signalfd; the handler never runs. It is
+	 * there because as PID 1 of a container the kernel drops signals whose
+	 * disposition is the default, and docker stop's SIGTERM would be lost. */
+	struct sigaction sa = { .sa_handler = noop_handler };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 

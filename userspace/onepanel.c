@@ -961,6 +961,21 @@ void onepanel_free(struct onepanel *op)
 	free(op);
 }
 
+/* In a PID namespace of its own (a container), the kernel's programs see
+ * host pids and /proc shows the namespace's: eBPF mode would track the
+ * wrong numbers. The initial PID namespace has a fixed inode number
+ * (PROC_PID_INIT_INO); a container's own /proc hides the levels above it,
+ * so NSpid cannot tell. */
+static bool in_child_pid_ns(void)
+{
+	char link[64];
+	ssize_t n = readlink(PROC_ROOT "/self/ns/pid", link, sizeof(link) - 1);
+	if (n <= 0)
+		return false;
+	link[n] = '\0';
+	return strcmp(link, "pid:[4026531836]") != 0;
+}
+
 static bool ebpf_wanted(const struct onepanel *op, const char **why)
 {
 	const char *force = getenv("ONESHIELD_FORCE_PROCFS");
@@ -970,6 +985,10 @@ static bool ebpf_wanted(const struct onepanel *op, const char **why)
 	}
 	if (!op->ebpf.enabled) {
 		*why = "ebpf.enabled is false in the configuration";
+		return false;
+	}
+	if (in_child_pid_ns()) {
+		*why = "the agent runs in a PID namespace of its own (a container): eBPF programs see host pids";
 		return false;
 	}
 	return true;

@@ -5,6 +5,7 @@ these tests check what differs (mode, reasons, BPF metrics) and what must
 not (FOUND/STOP/WORKER events with the right pid, exit code and signal, pid
 reuse)."""
 import os
+import shutil
 import signal
 import subprocess
 
@@ -259,3 +260,37 @@ def test_bpf_stats_when_enabled(tmp_path, sim, agents):
     finally:
         with open(path, "w") as f:
             f.write(old)
+
+
+def test_pid_namespace_falls_back_to_procfs(tmp_path):
+    """In a PID namespace of its own (a container) eBPF programs would report
+    host pids: the agent runs in procfs mode and says why."""
+    import json
+    import urllib.request
+    from conftest import AGENT_BIN, free_port
+    if not shutil.which("unshare"):
+        pytest.skip("unshare not installed")
+    port = free_port()
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text(f"onepanel:\n  name: osb-nothing\napi:\n  rest_listen: 127.0.0.1:{port}\n  grpc_listen: off\n")
+    p = subprocess.Popen(["unshare", "-p", "-f", "--mount-proc", AGENT_BIN, "-c", str(cfg)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def status():
+            try:
+                return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=5).read())
+            except OSError:
+                return None
+        st = wait_for(status, what="agent in a PID namespace answering")
+        assert st["pid"] == 1
+        assert st["mode"] == "procfs"
+        assert "PID namespace" in st["mode_reason"] or FORCE_PROCFS
+        # as PID 1 it still stops on SIGTERM (docker stop): unshare passes
+        # nothing on, so signal the agent through its host pid
+        kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+        os.kill(int(kids[0]), signal.SIGTERM)
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
