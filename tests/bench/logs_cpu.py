@@ -44,6 +44,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--agent", required=True)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rate", type=int, default=20000, help="target requests/s (0: as fast as wrk can)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="osb-logcpu-") as d:
         os.chmod(d, 0o755)
@@ -80,8 +81,16 @@ http {{ access_log {acc} combined;
             base = sum(1 for _ in open(acc))
             st0 = [l for l in get(aport, "/v1/status")["onepanel"]["logs"] if l["path"] == acc][0]
             c0, t0 = cpu_s(ag.pid), time.monotonic()
-            out = subprocess.run(["wrk", "-t2", "-c50", f"-d{args.seconds}s", f"http://127.0.0.1:{port}/"],
-                                 capture_output=True, text=True, check=True).stdout
+            cmd = ["wrk", "-t2", "-c50", f"-d{args.seconds}s"]
+            if args.rate:
+                # wrk's delay() paces each connection: 50 connections at
+                # 50/rate s apart make about `rate` requests/s
+                lua = f"{d}/pace.lua"
+                with open(lua, "w") as f:
+                    f.write(f"function delay() return {50 * 1000.0 / args.rate:.3f} end\n")
+                cmd += ["-s", lua]
+            out = subprocess.run(cmd + [f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
+                                 check=True).stdout
             rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
             # the agent may still be reading the tail of the log
             logged = sum(1 for _ in open(acc)) - base
@@ -93,7 +102,8 @@ http {{ access_log {acc} combined;
                 time.sleep(0.1)
             c1, t1 = cpu_s(ag.pid), time.monotonic()
             cpu = 100.0 * (c1 - c0) / (t1 - t0)
-            print(f"nginx: {rps:.0f} req/s over {args.seconds} s (wrk -t2 -c50), {logged} lines logged")
+            print(f"nginx: {rps:.0f} req/s over {args.seconds} s (wrk -t2 -c50, target "
+                  f"{args.rate or 'max'}), {logged} lines logged")
             print(f"agent: {cpu:.2f} % CPU over the window, {1000.0 * (c1 - c0) / max(logged, 1) * 10000:.1f} ms "
                   f"CPU per 10k requests; counted {st['requests'] - st0['requests']} of {logged} logged requests "
                   f"({st['malformed']} malformed, {st['truncated']} truncated)")
