@@ -51,12 +51,8 @@ cJSON *agent_status_json(const struct agent *a)
 	cJSON_AddStringToObject(eb, "scheduler_delay", st.scheduler_delay);
 	if (st.scheduler_delay_reason[0])
 		cJSON_AddStringToObject(eb, "scheduler_delay_reason", st.scheduler_delay_reason);
-	if (a->probes) {
-		cJSON *pj = probes_json(a->probes);
-		cJSON *ps = pj ? cJSON_GetObjectItem(pj, "state") : NULL;
-		cJSON_AddStringToObject(eb, "syscall_investigation", cJSON_IsString(ps) ? ps->valuestring : "?");
-		cJSON_Delete(pj);
-	}
+	if (a->probes)
+		cJSON_AddStringToObject(eb, "syscall_investigation", probes_state(a->probes));
 
 	cJSON *op = cJSON_AddObjectToObject(o, "onepanel");
 	cJSON_AddBoolToObject(op, "configured", st.configured);

@@ -168,9 +168,7 @@ int pb_status(const struct agent *a, struct buf *out)
 	eb.process_events_transport = (char *)s.process_events_transport;
 	eb.scheduler_delay = (char *)s.scheduler_delay;
 	eb.scheduler_delay_reason = (char *)s.scheduler_delay_reason;
-	cJSON *pj = a->probes ? probes_json(a->probes) : NULL;
-	cJSON *ps = pj ? cJSON_GetObjectItem(pj, "state") : NULL;
-	eb.syscall_investigation = cJSON_IsString(ps) ? ps->valuestring : (char *)"";
+	eb.syscall_investigation = a->probes ? (char *)probes_state(a->probes) : (char *)"";
 	st.ebpf = &eb;
 	op.workers = s.workers;
 	op.configured = s.configured;
@@ -218,9 +216,7 @@ int pb_status(const struct agent *a, struct buf *out)
 	api.grpc_streams = (uint32_t)grpc_api_streams(a->grpc);
 	api.grpc_subscribers = (uint32_t)grpc_api_subscribers(a->grpc);
 	st.api = &api;
-	int rc = pack(&st.base, out);
-	cJSON_Delete(pj);
-	return rc;
+	return pack(&st.base, out);
 }
 
 /* ---- metrics ---- */

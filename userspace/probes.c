@@ -219,9 +219,19 @@ static void add_time(cJSON *o, const char *key, double unix_s)
 	cJSON_AddStringToObject(o, key, ts);
 }
 
-cJSON *probes_json(struct probes *p)
+static bool unavailable(const struct probes *p)
+{
+	return !p->sp && strcmp(onepanel_mode(p->op), "ebpf") != 0;
+}
+
+const char *probes_state(const struct probes *p)
 {
 	static const char *const names[] = { "idle", "running", "finished", "always_on" };
+	return unavailable(p) ? "unavailable" : names[p->state];
+}
+
+cJSON *probes_json(struct probes *p)
+{
 	cJSON *o = NULL;
 	if (p->sp && p->state != ST_IDLE) {
 		int err = 0;
@@ -233,9 +243,8 @@ cJSON *probes_json(struct probes *p)
 			return NULL;
 		cJSON_AddItemToObject(o, "syscalls", cJSON_CreateArray());
 	}
-	bool unavailable = !p->sp && strcmp(onepanel_mode(p->op), "ebpf") != 0;
-	cJSON_AddStringToObject(o, "state", unavailable ? "unavailable" : names[p->state]);
-	if (unavailable)
+	cJSON_AddStringToObject(o, "state", probes_state(p));
+	if (unavailable(p))
 		cJSON_AddStringToObject(o, "reason", "syscall investigations need eBPF mode");
 	else if (p->reason[0])
 		cJSON_AddStringToObject(o, "reason", p->reason);

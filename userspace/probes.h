@@ -52,6 +52,9 @@ int probes_start(struct probes *p, double duration_s, char *err, size_t errlen);
  *  "mode"?, "max_duration_s", "requested_s"?, "started_at"?, "ends_at"?,
  *  "ended_at"?, "ran_s"?, "targets"?, "syscalls": [...], "drops": N} */
 struct cJSON *probes_json(struct probes *p);
+/* The "state" of probes_json() alone, without reading the kernel's maps
+ * (for /v1/status and GetStatus). Static storage. */
+const char *probes_state(const struct probes *p);
 /* Adds the investigation's families while running and FRESH_S after. */
 int probes_collect(struct probes *p, struct metrics *m);
 bool probes_running(const struct probes *p);

@@ -613,48 +613,8 @@ def test_burst_bigger_than_the_feed_reaches_every_reader_from_the_journal(tmp_pa
 
 # A stand-in for onepanel that makes an exact number of syscalls when told
 # (as in test_probes.py): "g N" N getppid(), "c N" N close(-1) (EBADF).
-SYSCALL_TARGET_C = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-int main(void)
-{
-	char line[64];
-	setvbuf(stdout, NULL, _IONBF, 0);
-	while (fgets(line, sizeof(line), stdin)) {
-		long n = atol(line + 2);
-		for (long i = 0; i < n; i++)
-			syscall(line[0] == 'g' ? SYS_getppid : SYS_close, -1);
-		fputs("done\n", stdout);
-	}
-	return 0;
-}
-"""
-
-
-class SyscallTarget:
-    def __init__(self, tmp_path):
-        src = tmp_path / "osg-target.c"
-        src.write_text(SYSCALL_TARGET_C)
-        self.path = str(tmp_path / "osg-target")
-        subprocess.run(["gcc", "-O1", "-o", self.path, str(src)], check=True)
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen([self.path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        return self.proc.pid
-
-    def do(self, what, n):
-        """Returns once the target has made the n syscalls."""
-        self.proc.stdin.write(f"{what} {n}\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline() == "done\n"
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+# the "onepanel" that makes an exact number of syscalls on command
+from test_probes import Target as SyscallTarget  # noqa: E402
 
 
 @pytest.fixture
