@@ -58,7 +58,7 @@ BPF_CLANG  ?= clang
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -Wall -Werror -Ivmlinux/$(ARCH) -Iinclude -Ibpf
 
 AGENT_SRCS  := $(sort $(wildcard userspace/*.c))
-PLUGIN_SRCS := userspace/grpc_server.c userspace/pbconv.c userspace/reflection.c
+PLUGIN_SRCS := userspace/grpc_server.c userspace/pbconv.c userspace/reflection.c userspace/mgmt.c
 PLUGIN_OBJS := $(patsubst userspace/%.c,$(BUILD)/obj/%.o,$(PLUGIN_SRCS)) $(PB_OBJS)
 MAIN_OBJS   := $(patsubst userspace/%.c,$(BUILD)/obj/%.o,$(filter-out $(PLUGIN_SRCS),$(AGENT_SRCS)))
 LIB_OBJS    := $(filter-out $(BUILD)/obj/main.o,$(MAIN_OBJS)) $(PLUGIN_OBJS)

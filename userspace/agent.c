@@ -1,4 +1,5 @@
 #include "agent.h"
+#include "mgmt.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -106,6 +107,7 @@ cJSON *agent_status_json(const struct agent *a)
 	cJSON_AddStringToObject(api, "grpc_listen", a->cfg->api.grpc_listen ? a->cfg->api.grpc_listen : "off");
 	cJSON_AddNumberToObject(api, "grpc_streams", (double)grpc_api_streams(a->grpc));
 	cJSON_AddNumberToObject(api, "grpc_subscribers", (double)grpc_api_subscribers(a->grpc));
+	mgmt_status_json(a->mgmt, o);
 	return o;
 }
 
@@ -160,6 +162,7 @@ int agent_collect(struct agent *a)
 	if (a->logs)
 		logwatch_collect(a->logs, m);
 	collect_self(a, m);
+	mgmt_collect(a->mgmt, m);
 	metrics_free(a->snapshot);
 	a->snapshot = m;
 	a->collections++;

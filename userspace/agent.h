@@ -21,6 +21,7 @@ struct grpc_api;
 struct cfgapply;
 struct probes;
 struct logwatch;
+struct mgmt;
 
 struct agent {
 	struct agent_config *cfg;
@@ -33,6 +34,7 @@ struct agent {
 	struct cfgapply *cfgapply;
 	struct probes *probes;    /* syscall investigations */
 	struct logwatch *logs;    /* onepanel's access and error logs */
+	struct mgmt *mgmt;        /* the push to One Shield, when configured */
 	struct metrics *snapshot; /* last complete collection, never NULL once started */
 	const char *mode;         /* "procfs" (no eBPF) or "ebpf" */
 	double started_unix;

@@ -24,6 +24,7 @@
 #include "logfmt.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -698,12 +699,56 @@ static const struct key ebpf_keys[] = {
 };
 static const struct table ebpf_table = { ebpf_keys, ARRAY_SIZE(ebpf_keys), NULL };
 
+/* address: host:port with a port, or unix:/absolute; labels: key=value. */
+static int check_oneshield(struct pctx *p, void *base, const yaml_node_t *at)
+{
+	struct oneshield_config *o = &((struct agent_config *)base)->oneshield;
+
+	if (o->address) {
+		const char *a = o->address, *colon = strrchr(a, ':');
+		uint64_t port = 0;
+		if (strncmp(a, "unix:", 5) == 0) {
+			if (a[5] != '/')
+				return fail(p, at, "oneshield.address: unix: needs an absolute path");
+		} else if (!colon || colon == a || parse_u64(colon + 1, &port) || port == 0 || port > 65535 ||
+			   strpbrk(a, " \t/")) {
+			return fail(p, at, "oneshield.address: \"%s\" is not host:port", a);
+		}
+	}
+	for (size_t i = 0; i < o->nlabels; i++) {
+		const char *l = o->labels[i], *eq = strchr(l, '=');
+		if (!eq || eq == l)
+			return fail(p, at, "oneshield.labels[%zu]: \"%s\" is not key=value", i, l);
+		for (const char *c = l; c < eq; c++)
+			if (!isalnum((unsigned char)*c) && *c != '_' && *c != '-' && *c != '.')
+				return fail(p, at, "oneshield.labels[%zu]: key may hold only letters, digits, _ - .", i);
+	}
+	if (o->agent_id && strlen(o->agent_id) > 256)
+		return fail(p, at, "oneshield.agent_id: longer than 256 bytes");
+	return 0;
+}
+
+static const struct key oneshield_keys[] = {
+	{ .name = "address", .kind = K_STRING, .off = OFF(oneshield.address) },
+	{ .name = "token_file", .kind = K_PATH, .off = OFF(oneshield.token_file) },
+	{ .name = "agent_id", .kind = K_STRING, .off = OFF(oneshield.agent_id) },
+	{ .name = "labels", .kind = K_STRINGS, .off = OFF(oneshield.labels), .off2 = OFF(oneshield.nlabels) },
+	{ .name = "report_interval", .kind = K_DURATION, .off = OFF(oneshield.report_interval_ms),
+	  .min = 1000, .max = 3600000 },
+	{ .name = "spool_dir", .kind = K_PATH, .off = OFF(oneshield.spool_dir) },
+	{ .name = "spool_max_bytes", .kind = K_BYTES, .off = OFF(oneshield.spool_max_bytes),
+	  .min = 64u << 10, .max = 64ull << 30 },
+	{ .name = "retry_max", .kind = K_DURATION, .off = OFF(oneshield.retry_max_ms), .min = 100, .max = 3600000 },
+};
+static const struct table oneshield_table = { oneshield_keys, ARRAY_SIZE(oneshield_keys), check_oneshield };
+
 static const struct key top_keys[] = {
 	{ .name = "onepanel", .kind = K_SECTION, .sub = &onepanel_table },
 	{ .name = "api", .kind = K_SECTION, .sub = &api_table },
 	{ .name = "metrics", .kind = K_SECTION, .sub = &metrics_table },
 	{ .name = "events", .kind = K_SECTION, .sub = &events_table },
 	{ .name = "ebpf", .kind = K_SECTION, .sub = &ebpf_table },
+	{ .name = "oneshield", .kind = K_SECTION, .sub = &oneshield_table },
 };
 static const struct table top_table = { top_keys, ARRAY_SIZE(top_keys), NULL };
 
@@ -730,7 +775,11 @@ struct agent_config *config_default(void)
 	c->ebpf.enabled = true;
 	c->ebpf.scheduler_delay = true;
 	c->ebpf.syscall_probe_max_ms = 300000;
-	if (!c->api.rest_listen || !c->api.grpc_listen) {
+	c->oneshield.report_interval_ms = 15000;
+	c->oneshield.spool_dir = strdup("/var/lib/oneshield-agent");
+	c->oneshield.spool_max_bytes = 64u << 20;
+	c->oneshield.retry_max_ms = 60000;
+	if (!c->api.rest_listen || !c->api.grpc_listen || !c->oneshield.spool_dir) {
 		config_free(c);
 		return NULL;
 	}
@@ -771,6 +820,13 @@ void config_free(struct agent_config *c)
 	free_logs(c->onepanel.error_logs, c->onepanel.n_error_logs);
 	free(c->api.rest_listen);
 	free(c->api.grpc_listen);
+	free(c->oneshield.address);
+	free(c->oneshield.token_file);
+	free(c->oneshield.agent_id);
+	for (i = 0; i < c->oneshield.nlabels; i++)
+		free(c->oneshield.labels[i]);
+	free(c->oneshield.labels);
+	free(c->oneshield.spool_dir);
 	free(c);
 }
 

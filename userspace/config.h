@@ -76,6 +76,20 @@ struct ebpf_config {
 	bool syscall_probe_always_on; /* default false: attach only during an investigation */
 };
 
+/* The push to One Shield (mgmt.proto's ManagementPlane.Connect); off
+ * unless address is set. */
+struct oneshield_config {
+	char *address;            /* "host:port" (a DNS name is fine) or "unix:/path"; NULL = off */
+	char *token_file;         /* bearer token sent as "authorization: Bearer ..."; NULL = none */
+	char *agent_id;           /* NULL: generated once and kept in spool_dir/agent-id */
+	char **labels;            /* "key=value" entries, sent in Hello.labels */
+	size_t nlabels;
+	uint64_t report_interval_ms; /* metrics snapshot period; default 15 s; 1s..1h */
+	char *spool_dir;          /* default /var/lib/oneshield-agent */
+	size_t spool_max_bytes;   /* default 64 MiB; 64 KiB..64 GiB */
+	uint64_t retry_max_ms;    /* longest wait between connection attempts; default 60 s; 100ms..1h */
+};
+
 struct agent_config {
 	char *path;              /* the file it was loaded from (or the name given to config_parse) */
 	struct onepanel_config onepanel;
@@ -83,6 +97,7 @@ struct agent_config {
 	struct metrics_config metrics;
 	struct events_config events;
 	struct ebpf_config ebpf;
+	struct oneshield_config oneshield;
 };
 
 /* 0 on success (*out set); -errno / -EINVAL with err filled ("file:line: message"). */

@@ -6,6 +6,7 @@
  * executable" and /usr/lib/oneshield-agent/. */
 #include "grpc_server.h"
 
+#include <cjson/cJSON.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <libgen.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mgmt.h"
 
 #define PLUGIN_NAME "oneshield-agent-grpc.so"
 #define PLUGIN_LIBDIR "/usr/lib/oneshield-agent"
@@ -117,4 +119,44 @@ void grpc_api_stop(struct grpc_api *g)
 		ops->stop(g);
 	/* The plugin stays mapped: gRPC keeps process-wide state (its
 	 * threads are joined, but absl/grpc statics remain referenced). */
+}
+
+/* ---- the One Shield client, also in the plugin ---- */
+
+int mgmt_start(struct agent *a, struct mgmt **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (!ops && load(err, errlen))
+		return -ENOENT;
+	return ops->mgmt_start(a, out, err, errlen);
+}
+
+void mgmt_begin_shutdown(struct mgmt *m)
+{
+	if (m)
+		ops->mgmt_begin_shutdown(m);
+}
+
+bool mgmt_sending(const struct mgmt *m)
+{
+	return m && ops->mgmt_sending(m);
+}
+
+void mgmt_stop(struct mgmt *m)
+{
+	if (m)
+		ops->mgmt_stop(m);
+}
+
+void mgmt_status_json(const struct mgmt *m, struct cJSON *status)
+{
+	if (m)
+		ops->mgmt_status_json(m, status);
+	else
+		cJSON_AddBoolToObject(cJSON_AddObjectToObject(status, "oneshield"), "enabled", false);
+}
+
+int mgmt_collect(const struct mgmt *m, struct metrics *out)
+{
+	return m ? ops->mgmt_collect(m, out) : 0;
 }

@@ -34,6 +34,7 @@
  * pump asks the core loop for a marker as soon as the cursor is older than
  * the journal, so a reader is never told less than it lost. */
 #include "grpc_server.h"
+#include "mgmt.h"
 
 #include <errno.h>
 #include <grpc/byte_buffer.h>
@@ -1597,4 +1598,10 @@ const struct grpc_plugin_ops oneshield_grpc_plugin = {
 	.subscribers = impl_subscribers,
 	.port = impl_port,
 	.stop = impl_stop,
+	.mgmt_start = mgmt_plugin_start,
+	.mgmt_begin_shutdown = mgmt_plugin_begin_shutdown,
+	.mgmt_sending = mgmt_plugin_sending,
+	.mgmt_stop = mgmt_plugin_stop,
+	.mgmt_status_json = mgmt_plugin_status_json,
+	.mgmt_collect = mgmt_plugin_collect,
 };

@@ -18,10 +18,14 @@
 #ifndef OS_GRPC_SERVER_H
 #define OS_GRPC_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct agent;
 struct grpc_api;
+struct mgmt;
+struct metrics;
+struct cJSON;
 
 /* The gRPC side (this file's implementation, pbconv.c, reflection.c and the
  * generated protobuf code) is built as a plugin, oneshield-agent-grpc.so,
@@ -30,7 +34,7 @@ struct grpc_api;
  * being loaded, which a REST-only agent should not pay. grpc_plugin.c in
  * the agent binary finds and loads it and forwards the calls below; without
  * a plugin loaded they report 0 streams and do nothing. */
-#define GRPC_PLUGIN_ABI 1
+#define GRPC_PLUGIN_ABI 2
 struct grpc_plugin_ops {
 	int abi;
 	int (*start)(struct agent *a, const char *listen, size_t max_subscribers, struct grpc_api **out, char *err,
@@ -40,6 +44,13 @@ struct grpc_plugin_ops {
 	size_t (*subscribers)(const struct grpc_api *g);
 	int (*port)(const struct grpc_api *g);
 	void (*stop)(struct grpc_api *g);
+	/* the One Shield client (mgmt.h) */
+	int (*mgmt_start)(struct agent *a, struct mgmt **out, char *err, size_t errlen);
+	void (*mgmt_begin_shutdown)(struct mgmt *m);
+	bool (*mgmt_sending)(const struct mgmt *m);
+	void (*mgmt_stop)(struct mgmt *m);
+	void (*mgmt_status_json)(const struct mgmt *m, struct cJSON *status);
+	int (*mgmt_collect)(const struct mgmt *m, struct metrics *out);
 };
 extern const struct grpc_plugin_ops oneshield_grpc_plugin;
 

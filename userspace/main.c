@@ -33,6 +33,7 @@
 #include "probes.h"
 #include "logwatch.h"
 #include "grpc_server.h"
+#include "mgmt.h"
 
 #define DRAIN_MS 2000
 
@@ -107,6 +108,31 @@ static bool same_str(const char *a, const char *b)
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
+static int start_mgmt(void)
+{
+	char err[512];
+	A.mgmt = NULL;
+	if (!A.cfg->oneshield.address)
+		return 0;
+	int r = mgmt_start(&A, &A.mgmt, err, sizeof(err));
+	if (r)
+		log_error("%s", err);
+	return r;
+}
+
+static bool same_oneshield(const struct oneshield_config *a, const struct oneshield_config *b)
+{
+	if (!same_str(a->address, b->address) || !same_str(a->token_file, b->token_file) ||
+	    !same_str(a->agent_id, b->agent_id) || !same_str(a->spool_dir, b->spool_dir) ||
+	    a->report_interval_ms != b->report_interval_ms || a->spool_max_bytes != b->spool_max_bytes ||
+	    a->retry_max_ms != b->retry_max_ms || a->nlabels != b->nlabels)
+		return false;
+	for (size_t i = 0; i < a->nlabels; i++)
+		if (strcmp(a->labels[i], b->labels[i]))
+			return false;
+	return true;
+}
+
 /* SIGHUP: build the new config whole; swap only if it is valid and every
  * part that must change could be changed. */
 static void reload_config(void)
@@ -154,8 +180,18 @@ static void reload_config(void)
 		log_warn("config reload: out of memory setting up the logs; the previous ones stay followed");
 	if (nc->metrics.interval_ms != A.cfg->metrics.interval_ms)
 		loop_timer_arm(collect_timer, nc->metrics.interval_ms, nc->metrics.interval_ms);
+	/* The One Shield client reads its section through A.cfg: a changed one
+	 * means a new client (the spool is closed and opened again; an apply it
+	 * started goes on, its result has nowhere to go). */
+	bool mgmt_changed = !same_oneshield(&nc->oneshield, &A.cfg->oneshield);
+	if (mgmt_changed) {
+		mgmt_stop(A.mgmt);
+		A.mgmt = NULL;
+	}
 	config_free(A.cfg);
 	A.cfg = nc;
+	if (mgmt_changed && start_mgmt())
+		log_error("config reload: the One Shield client could not start; no reporting until it is fixed");
 	A.config_reloads++;
 	log_info("configuration reloaded from %s", path);
 	emit(EV_AGENT_CONFIG_RELOADED, EL_INFO, "agent configuration reloaded", "path", path);
@@ -305,6 +341,10 @@ int main(int argc, char **argv)
 	}
 	onepanel_start(A.onepanel);
 	agent_collect(&A); /* the first snapshot already shows onepanel */
+	if (start_mgmt()) {
+		exit_code = 1;
+		goto out;
+	}
 
 	if (loop_run(A.loop) < 0)
 		exit_code = 1;
@@ -324,8 +364,10 @@ int main(int argc, char **argv)
 	journal_seal(A.journal);
 	rest_begin_shutdown(A.rest);
 	grpc_api_begin_shutdown(A.grpc);
+	mgmt_begin_shutdown(A.mgmt);
 	uint64_t deadline = loop_now_ms() + DRAIN_MS;
-	while ((rest_sse_clients(A.rest) > 0 || grpc_api_streams(A.grpc) > 0) && loop_now_ms() < deadline)
+	while ((rest_sse_clients(A.rest) > 0 || grpc_api_streams(A.grpc) > 0 || mgmt_sending(A.mgmt)) &&
+	       loop_now_ms() < deadline)
 		loop_run_once(A.loop, 50);
 	if (rest_sse_clients(A.rest) > 0 || grpc_api_streams(A.grpc) > 0)
 		log_warn("%zu event streams and %zu gRPC streams did not finish within %d ms; closing them",
@@ -333,6 +375,7 @@ int main(int argc, char **argv)
 	log_info("stopped");
 out:
 	testgen_stop(A.loop);
+	mgmt_stop(A.mgmt);
 	grpc_api_stop(A.grpc);
 	rest_stop(A.rest);
 	loop_timer_free(A.loop, collect_timer);

@@ -21,6 +21,7 @@
 #include "oneshield/agent/v1/agent.pb-c.h"
 #include "rest.h"
 #include "cfgfs.h"
+#include "cfgapply.h"
 
 /* ---- a bump arena for the protobuf-c object graph ---- */
 
@@ -549,4 +550,68 @@ int pb_syscall_investigation(const cJSON *j, struct buf *out)
 out:
 	arena_free(&ar);
 	return err;
+}
+
+/* ---- requests and status codes shared by the Agent service and the One
+ * Shield client (mgmt.c) ---- */
+
+int pb_apply_request(const Oneshield__Agent__V1__ApplyConfigRequest *req, const char *peer,
+		     struct cfgapply_req **out)
+{
+	struct cfgapply_req *ar = calloc(1, sizeof(*ar));
+	bool ok = ar != NULL;
+	*out = NULL;
+	if (ok && req->n_files)
+		ok = (ar->files = calloc(req->n_files, sizeof(*ar->files))) != NULL;
+	for (size_t i = 0; ok && i < req->n_files; i++) {
+		const Oneshield__Agent__V1__FileChange *fc = req->files[i];
+		struct cfgapply_file *f = &ar->files[i];
+		ar->nfiles = i + 1;
+		ok = (f->path = strdup(fc->path)) != NULL;
+		if (fc->change_case == ONESHIELD__AGENT__V1__FILE_CHANGE__CHANGE_DELETE && fc->delete_) {
+			f->del = true;
+		} else if (ok) {
+			f->len = fc->content.len;
+			ok = (f->data = malloc(f->len ? f->len : 1)) != NULL;
+			if (ok && f->len)
+				memcpy(f->data, fc->content.data, f->len);
+		}
+	}
+	if (!ok) {
+		cfgapply_req_free(ar);
+		return -ENOMEM;
+	}
+	ar->dry_run = req->dry_run;
+	ar->reload = !req->no_reload;
+	snprintf(ar->peer, sizeof(ar->peer), "%s", peer);
+	*out = ar;
+	return 0;
+}
+
+int pb_code_from_http(int http)
+{
+	switch (http) {
+	case 200: return 0;	/* OK */
+	case 400: return 3;	/* INVALID_ARGUMENT */
+	case 403: return 7;	/* PERMISSION_DENIED */
+	case 404: return 5;	/* NOT_FOUND */
+	case 409: return 10;	/* ABORTED */
+	case 413: return 8;	/* RESOURCE_EXHAUSTED */
+	case 422: return 9;	/* FAILED_PRECONDITION */
+	case 503: return 14;	/* UNAVAILABLE */
+	case 507: return 8;	/* RESOURCE_EXHAUSTED */
+	default: return 13;	/* INTERNAL */
+	}
+}
+
+int pb_code_from_probes(int rc)
+{
+	switch (rc) {
+	case 0: return 0;
+	case -EINVAL: return 3;	/* INVALID_ARGUMENT */
+	case -EBUSY: return 10;	/* ABORTED */
+	case -ESRCH:
+	case -EOPNOTSUPP: return 9;	/* FAILED_PRECONDITION */
+	default: return 14;	/* UNAVAILABLE */
+	}
 }

@@ -29,4 +29,16 @@ int pb_syscall_investigation(const struct cJSON *j, struct buf *out);
 
 int pb_metrics(const struct metrics *m, const char *prefix, int64_t time_unix_nano, struct buf *out);
 
+/* An ApplyConfigRequest as the request config apply takes (peer: who asks,
+ * for the audit log). 0 or -ENOMEM; limits are checked by the caller
+ * (cfgapply_req_check). */
+struct Oneshield__Agent__V1__ApplyConfigRequest;
+struct cfgapply_req;
+int pb_apply_request(const struct Oneshield__Agent__V1__ApplyConfigRequest *req, const char *peer,
+		     struct cfgapply_req **out);
+/* gRPC status code numbers: of an HTTP status the REST API answers with,
+ * and of probes_start's return value (agent.proto documents both). */
+int pb_code_from_http(int http);
+int pb_code_from_probes(int rc);
+
 #endif

@@ -48,13 +48,13 @@ def q(s):
 # ---- the server ----
 
 class MgmtServer:
-    def __init__(self, tmp_path, *args, token=True, name="server"):
+    def __init__(self, tmp_path, *args, token=True, name="server", port=0):
         self.dir = os.path.join(str(tmp_path), name)
         os.makedirs(self.dir, exist_ok=True)
         self.token_file = os.path.join(self.dir, "tokens")
         with open(self.token_file, "w") as f:
             f.write(f"# accepted tokens\n{TOKEN}\nsecond-token\n")
-        cmd = [PYTHON, SERVER, "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", *args]
+        cmd = [PYTHON, SERVER, "--listen", f"127.0.0.1:{port}", "--control", "127.0.0.1:0", *args]
         if token:
             cmd += ["--token-file", self.token_file]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -162,6 +162,35 @@ static void test_ebpf_section(void **state)
 	config_free(c);
 }
 
+static void test_oneshield_section(void **state)
+{
+	struct agent_config *c;
+	(void)state;
+	c = parse_ok("api: {}\n");
+	assert_null(c->oneshield.address);
+	assert_string_equal(c->oneshield.spool_dir, "/var/lib/oneshield-agent");
+	assert_int_equal(c->oneshield.report_interval_ms, 15000);
+	assert_int_equal(c->oneshield.spool_max_bytes, 64u << 20);
+	assert_int_equal(c->oneshield.retry_max_ms, 60000);
+	config_free(c);
+	c = parse_ok("oneshield:\n  address: shield.example.net:443\n  token_file: /etc/t\n  agent_id: web-42\n"
+		     "  labels: [region=eu-1, role=web.front]\n  report_interval: 30s\n  spool_dir: /var/spool/os\n"
+		     "  spool_max_bytes: 1MiB\n  retry_max: 2m\n");
+	assert_string_equal(c->oneshield.address, "shield.example.net:443");
+	assert_string_equal(c->oneshield.token_file, "/etc/t");
+	assert_string_equal(c->oneshield.agent_id, "web-42");
+	assert_int_equal(c->oneshield.nlabels, 2);
+	assert_string_equal(c->oneshield.labels[1], "role=web.front");
+	assert_int_equal(c->oneshield.report_interval_ms, 30000);
+	assert_string_equal(c->oneshield.spool_dir, "/var/spool/os");
+	assert_int_equal(c->oneshield.spool_max_bytes, 1u << 20);
+	assert_int_equal(c->oneshield.retry_max_ms, 120000);
+	config_free(c);
+	c = parse_ok("oneshield:\n  address: unix:/run/shield.sock\n");
+	assert_string_equal(c->oneshield.address, "unix:/run/shield.sock");
+	config_free(c);
+}
+
 static void test_onepanel_variants(void **state)
 {
 	struct agent_config *c;
@@ -218,6 +247,24 @@ struct err_case {
 #define E(n, t, l, m) { .name = n, .text = t, .line = l, .msg = m }
 
 static const struct err_case err_cases[] = {
+	/* oneshield: */
+	E("oneshield_address_no_port", "oneshield:\n  address: oneshield.example\n", 1,
+	  "oneshield.address: \"oneshield.example\" is not host:port"),
+	E("oneshield_address_port_0", "oneshield:\n  address: h:0\n", 1, "is not host:port"),
+	E("oneshield_address_port_big", "oneshield:\n  address: h:70000\n", 1, "is not host:port"),
+	E("oneshield_address_space", "oneshield:\n  address: \"a b:1\"\n", 1, "is not host:port"),
+	E("oneshield_address_unix_relative", "oneshield:\n  address: unix:sock\n", 1,
+	  "unix: needs an absolute path"),
+	E("oneshield_label_no_eq", "oneshield:\n  address: h:1\n  labels: [region]\n", 1,
+	  "oneshield.labels[0]: \"region\" is not key=value"),
+	E("oneshield_label_empty_key", "oneshield:\n  address: h:1\n  labels: [a=b, =c]\n", 1,
+	  "oneshield.labels[1]"),
+	E("oneshield_label_bad_key", "oneshield:\n  address: h:1\n  labels: [\"a b=c\"]\n", 1,
+	  "key may hold only letters"),
+	E("oneshield_token_relative", "oneshield:\n  token_file: token\n", 2, "absolute"),
+	E("oneshield_spool_small", "oneshield:\n  spool_max_bytes: 1KiB\n", 2, "spool_max_bytes"),
+	E("oneshield_interval_small", "oneshield:\n  report_interval: 100ms\n", 2, "report_interval"),
+	E("oneshield_unknown_key", "oneshield:\n  adress: h:1\n", 2, "unknown key \"adress\" in oneshield"),
 	/* unknown keys */
 	E("unknown_top_key", "api: {}\nmetrics: {}\nonepanle:\n  binary: /x\n", 3,
 	  "unknown key \"onepanle\" at top level"),
@@ -875,6 +922,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_onepanel_variants),
 		cmocka_unit_test(test_ebpf_section),
+		cmocka_unit_test(test_oneshield_section),
 		cmocka_unit_test(test_err_too_big),
 		cmocka_unit_test(test_err_nul_in_text),
 		cmocka_unit_test(test_err_deep_nesting),
