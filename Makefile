@@ -71,7 +71,7 @@ FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 20
 
 .SECONDARY:
-.PHONY: vmlinux all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc bench-apply bench-ebpf bench-logs fuzz fuzz-smoke clean deb
+.PHONY: vmlinux all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc bench-apply bench-ebpf bench-logs bench-fleet fuzz fuzz-smoke clean deb
 all: agent plugin sim
 agent: $(BUILD)/oneshield-agent
 plugin: $(BUILD)/oneshield-agent-grpc.so
@@ -205,6 +205,12 @@ bench-logs: all
 	$(PYTHON) tests/bench/logs_cpu.py --agent $(BUILD)/oneshield-agent $(BENCH_ARGS)
 
 # The Debian package, from this build's agent and plugin (packaging/).
+# N agents (procfs mode, each beside its own simulator) reporting to one
+# reference management server: CPU, RSS, bytes per report and per event,
+# ingest rate, command round trip to all. BENCH_ARGS="--agents 200".
+bench-fleet: all
+	$(PYTHON) tests/bench/fleet.py --agent $(BUILD)/oneshield-agent --sim $(BUILD)/onepanel-sim $(BENCH_ARGS)
+
 deb: agent plugin
 	BUILD=$(BUILD) DEB_VERSION=$(DEB_VERSION) packaging/build-deb.sh
 

@@ -2,6 +2,8 @@
 # Quick start, part 1: install what is missing, build, and run the agent.
 #
 #   scripts/run.sh [-c FILE]
+#   scripts/run.sh --oneshield HOST:PORT   the demo, also reporting to a
+#                  management server (tools/mgmt-server/oneshield-mgmt-server)
 #
 # With -c FILE, or when /etc/oneshield-agent/agent.yaml exists, the agent runs
 # with that configuration. Otherwise it runs the bundled demo: the onepanel
@@ -14,7 +16,10 @@ bash scripts/deps.sh build
 make -s -j"$(nproc)" all
 
 config=""
-if [ "${1:-}" = "-c" ] && [ -n "${2:-}" ]; then
+oneshield=""
+if [ "${1:-}" = "--oneshield" ] && [ -n "${2:-}" ]; then
+    oneshield=$2
+elif [ "${1:-}" = "-c" ] && [ -n "${2:-}" ]; then
     config=$2
 elif [ -f /etc/oneshield-agent/agent.yaml ]; then
     config=/etc/oneshield-agent/agent.yaml
@@ -48,6 +53,10 @@ api:
 metrics:
   interval: 1s
 YAML
+if [ -n "$oneshield" ]; then
+    printf 'oneshield:\n  address: %s\n  spool_dir: %s/state\n  report_interval: 5s\n  retry_max: 5s\n' \
+        "$oneshield" "$demo" >> "$demo/agent.yaml"
+fi
 
 # The simulator, restarted 3 s after each exit until this script ends.
 (

@@ -23,6 +23,7 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/compression.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
@@ -293,7 +294,9 @@ static bool batch(struct mcall *c, const grpc_op *ops, size_t n, struct tag *t)
 	return true;
 }
 
-static bool send_msg(struct mcall *c, const struct buf *b, bool with_md)
+/* compress: metrics reports and command results (large, repetitive);
+ * events and hello go as they are (small: gzip would only cost CPU). */
+static bool send_msg(struct mcall *c, const struct buf *b, bool with_md, bool compress)
 {
 	grpc_slice s = grpc_slice_from_copied_buffer(b->data, b->len);
 	grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
@@ -308,6 +311,7 @@ static bool send_msg(struct mcall *c, const struct buf *b, bool with_md)
 		n++;
 	}
 	ops[n].op = GRPC_OP_SEND_MESSAGE;
+	ops[n].flags = compress ? 0 : GRPC_WRITE_NO_COMPRESS;
 	ops[n].data.send_message.send_message = bb;
 	n++;
 	bool ok = batch(c, ops, n, &c->t_send);
@@ -473,6 +477,9 @@ static grpc_channel *make_channel(struct mgmt *m)
 		  .value.integer = (int)RETRY_MIN_MS < maxb ? (int)RETRY_MIN_MS : maxb },
 		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = maxb },
 		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_ENABLE_RETRIES, .value.integer = 0 },
+		/* a metrics report is ~16 KB of repetitive protobuf; gzip takes it to a few KB */
+		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM,
+		  .value.integer = GRPC_COMPRESS_GZIP },
 		{ .type = GRPC_ARG_STRING, .key = (char *)GRPC_ARG_PRIMARY_USER_AGENT_STRING,
 		  .value.string = (char *)"oneshield-agent/" OS_VERSION },
 	};
@@ -542,7 +549,7 @@ static void connect_now(struct mgmt *m)
 		return;
 	}
 	m->call = c;
-	if (!send_msg(c, &hb, true) || !start_recv(c, true))
+	if (!send_msg(c, &hb, true, false) || !start_recv(c, true))
 		call_abort(c, GRPC_STATUS_INTERNAL, "cannot start the stream's batches");
 	buf_free(&hb);
 	log_debug("oneshield: connecting to %s", CFG(m)->address);
@@ -965,7 +972,7 @@ static void pump_send(struct mgmt *m)
 		if (!m->res_head)
 			m->res_tail = &m->res_head;
 		m->nresults--;
-		if (!send_msg(c, &r->msg, false))
+		if (!send_msg(c, &r->msg, false, true))
 			call_abort(c, GRPC_STATUS_INTERNAL, "cannot send");
 		buf_free(&r->msg);
 		free(r);
@@ -979,7 +986,7 @@ static void pump_send(struct mgmt *m)
 		m->metrics_due = false;
 		if (!pb_metrics(m->a->snapshot, "", now_unix_ns(), &s) && !wire_bytes(&b, 2, s.data, s.len)) {
 			m->metrics_sent++;
-			if (!send_msg(c, &b, false))
+			if (!send_msg(c, &b, false, true))
 				call_abort(c, GRPC_STATUS_INTERNAL, "cannot send");
 			buf_free(&s);
 			buf_free(&b);
@@ -989,7 +996,7 @@ static void pump_send(struct mgmt *m)
 		buf_reset(&b);
 	}
 	int r = next_event_message(m, c, &b);
-	if (r > 0 && !send_msg(c, &b, false))
+	if (r > 0 && !send_msg(c, &b, false, false))
 		call_abort(c, GRPC_STATUS_INTERNAL, "cannot send");
 	else if (r == 0 && m->closing && !c->half_closed) {
 		/* shutting down and everything is out: say so, the server ends the stream */
