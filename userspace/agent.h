@@ -21,6 +21,7 @@ struct grpc_api;
 struct cfgapply;
 struct probes;
 struct logwatch;
+struct tls_creds;
 
 struct agent {
 	struct agent_config *cfg;
@@ -34,6 +35,10 @@ struct agent {
 	struct probes *probes;    /* syscall investigations */
 	struct logwatch *logs;    /* onepanel's access and error logs */
 	struct metrics *snapshot; /* last complete collection, never NULL once started */
+	/* api.tls as read at start or the last SIGHUP (NULL: plaintext); a
+	 * new one bumps tls_gen, which the gRPC plugin watches (grpc_server.c). */
+	struct tls_creds *tls;
+	unsigned tls_gen;
 	const char *mode;         /* "procfs" (no eBPF) or "ebpf" */
 	double started_unix;
 	uint64_t started_mono_ms;
