@@ -696,17 +696,16 @@ static const struct route *find_route(const char *url)
 }
 
 /* mTLS: the connection's client certificate, verified against
- * client_ca_file, before any request is looked at. On failure q is marked
- * denied and q->cert_subject holds the reason for the 403 (and the log). */
-static bool client_cert_ok(struct MHD_Connection *c, struct req *q)
+ * client_ca_file, before any request is looked at; its subject is kept in
+ * q for the audit. On failure q is marked denied and why says it. */
+static bool client_cert_ok(struct MHD_Connection *c, struct req *q, char *why, size_t whylen)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-	char why[sizeof(q->cert_subject)] = "no TLS session";
+	snprintf(why, whylen, "no TLS session");
 	if (ci && ci->tls_session &&
-	    tls_peer_check(ci->tls_session, q->cert_subject, sizeof(q->cert_subject), why, sizeof(why)) == 0)
+	    tls_peer_check(ci->tls_session, q->cert_subject, sizeof(q->cert_subject), why, whylen) == 0)
 		return true;
 	q->denied = true;
-	snprintf(q->cert_subject, sizeof(q->cert_subject), "%s", why);
 	log_warn("rest: request refused: %s", why);
 	return false;
 }
@@ -725,8 +724,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			return MHD_NO;
 		buf_init(&q->body);
 		*con_cls = q;
-		if (r->mtls && !client_cert_ok(c, q))
-			return send_error(c, MHD_HTTP_FORBIDDEN, "%s", q->cert_subject);
+		char why[256];
+		if (r->mtls && !client_cert_ok(c, q, why, sizeof(why)))
+			return send_error(c, MHD_HTTP_FORBIDDEN, "%s", why);
 		const struct route *rt = find_route(url);
 		q->method_post = strcmp(method, "POST") == 0;
 		q->keep_body = rt && (rt->fnq == h_config_apply || rt->fnq == h_probes) && q->method_post;

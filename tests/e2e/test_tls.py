@@ -452,3 +452,24 @@ def test_sighup_serves_renewed_certificates_to_new_connections(tmp_path, pki, tl
     assert pbg.AgentStub(ch).GetStatus(pb.GetStatusRequest(), timeout=10).version
     ch.close()
     a.stop()
+
+
+def test_sighup_adding_client_ca_applies_to_rest_now_and_grpc_at_restart(tmp_path, pki, tls_agents):
+    a = tls_agents(tmp_path, tls_yaml(pki, grpc=True))
+    ca = pki.path("ca.pem")
+    assert a.get("/healthz", verify=ca).status_code == 200
+    text = open(a.config_path).read()
+    with open(a.config_path, "w") as f:
+        f.write(text.replace("  tls:\n", f"  tls:\n    client_ca_file: {ca}\n"))
+    a.proc.send_signal(signal.SIGHUP)
+    a.log.wait_line(r"configuration reloaded from")
+    a.log.wait_line(r"grpc: api.tls now requires client certificates; the gRPC server keeps TLS without "
+                    r"client certificates until the agent restarts")
+    r = a.get("/healthz", verify=ca)
+    assert r.status_code == 403 and "no client certificate" in r.json()["error"]
+    assert a.get("/healthz", verify=ca, cert=(pki.path("client.pem"), pki.path("client.key"))).status_code == 200
+    pb, pbg = stubs()
+    ch = grpc_channel(pki, a.grpc_target, client=None)
+    assert pbg.AgentStub(ch).GetStatus(pb.GetStatusRequest(), timeout=10).version
+    ch.close()
+    a.stop()
