@@ -777,11 +777,6 @@ static void metrics_tick(void *arg)
 		send_snapshot(c);
 }
 
-/* Journal listener: into the feed (serialized once for every subscriber).
- * The idle subscribers are woken once per loop iteration (kick_prepare),
- * not once per event: a burst journaled in one go (the test generator's
- * tick, a batch of process events) then goes out as one write per
- * subscriber instead of one per event. */
 /* The verified client certificate's subject (mTLS), true when there is one. */
 static bool call_cert_subject(grpc_call *call, char *out, size_t outlen)
 {
@@ -798,6 +793,12 @@ static bool call_cert_subject(grpc_call *call, char *out, size_t outlen)
 
 static void tls_reload(struct grpc_api *g);
 
+/* Journal listener: into the feed (serialized once for every subscriber).
+ * The idle subscribers are woken once per loop iteration (kick_prepare),
+ * not once per event: a burst journaled in one go (the test generator's
+ * tick, a batch of process events) then goes out as one write per
+ * subscriber instead of one per event. AGENT_CONFIG_RELOADED is also when
+ * new TLS files (a SIGHUP) are staged for new connections. */
 static void on_event(void *arg, const struct event *e)
 {
 	struct grpc_api *g = arg;

@@ -253,7 +253,9 @@ int main(int argc, char **argv)
 	if (!path && stat(CONFIG_DEFAULT_PATH, &st) == 0)
 		path = CONFIG_DEFAULT_PATH;
 	if (path) {
-		if (config_load(path, &A.cfg, err, sizeof(err)) || tls_creds_load(&A.cfg->api.tls, &A.tls, err, sizeof(err))) {
+		/* the TLS files are part of the configuration: -t checks them too */
+		if (config_load(path, &A.cfg, err, sizeof(err)) ||
+		    tls_creds_load(&A.cfg->api.tls, &A.tls, err, sizeof(err))) {
 			fprintf(stderr, "%s\n", err);
 			fprintf(stderr, "oneshield-agent: configuration refused\n");
 			config_free(A.cfg);
