@@ -26,7 +26,7 @@ import grpc
 import pytest
 import requests
 
-from conftest import AGENT_BIN, DEADLINE, Agent, LogFile, Sim, free_port, sim_onepanel, wait_for
+from conftest import AGENT_BIN, DEADLINE, LogFile, Sim, free_port, sim_onepanel, wait_for
 from grpcstubs import stubs
 
 CLIENT_DN = "CN=client one,O=Example"
