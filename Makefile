@@ -20,7 +20,7 @@ SAN     ?=
 PYTHON  ?= /usr/bin/python3
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0)
 
-BASE_PKGS  := libmicrohttpd libcjson yaml-0.1 libbpf
+BASE_PKGS  := libmicrohttpd gnutls libcjson yaml-0.1 libbpf
 GRPC_PKGS  := libprotobuf-c grpc gpr
 PKGS       := $(BASE_PKGS) $(GRPC_PKGS)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -8,12 +8,12 @@ set -euo pipefail
 
 build_pkgs=(make gcc clang llvm pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev
             libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
-            libmicrohttpd-dev libcjson-dev libyaml-dev)
+            libmicrohttpd-dev libgnutls28-dev libcjson-dev libyaml-dev)
 test_pkgs=(libcmocka-dev python3-pytest python3-grpcio python3-protobuf python3-requests
            python3-yaml protobuf-compiler-grpc nginx-light curl prometheus valgrind
            hyperfine wrk libclang-rt-14-dev procps iproute2
            prometheus-node-exporter
-           dpkg-dev lintian systemd man-db)
+           dpkg-dev lintian systemd man-db openssl)
 
 want=("${build_pkgs[@]}")
 [ "${1:-all}" = build ] || want+=("${test_pkgs[@]}")

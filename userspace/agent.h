@@ -22,6 +22,7 @@ struct cfgapply;
 struct probes;
 struct logwatch;
 struct mgmt;
+struct tls_creds;
 
 struct agent {
 	struct agent_config *cfg;
@@ -36,6 +37,10 @@ struct agent {
 	struct logwatch *logs;    /* onepanel's access and error logs */
 	struct mgmt *mgmt;        /* the push to One Shield, when configured */
 	struct metrics *snapshot; /* last complete collection, never NULL once started */
+	/* api.tls as read at start or the last SIGHUP (NULL: plaintext); a
+	 * new one bumps tls_gen, which the gRPC plugin watches (grpc_server.c). */
+	struct tls_creds *tls;
+	unsigned tls_gen;
 	const char *mode;         /* "procfs" (no eBPF) or "ebpf" */
 	double started_unix;
 	uint64_t started_mono_ms;

@@ -42,7 +42,7 @@ struct cfgapply_req {
 	size_t nfiles;
 	bool dry_run;
 	bool reload;
-	char peer[96];      /* who asked, for the audit log */
+	char peer[320];     /* who asked, for the audit log (with the client certificate subject under mTLS) */
 };
 
 void cfgapply_req_free(struct cfgapply_req *r);    /* accepts NULL */

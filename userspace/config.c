@@ -668,6 +668,44 @@ static const struct key onepanel_keys[] = {
 };
 static const struct table onepanel_table = { onepanel_keys, ARRAY_SIZE(onepanel_keys), check_onepanel };
 
+/* api.tls: both halves of the server's pair, and a client CA only with them. */
+static int check_api_tls(struct pctx *p, void *base, const yaml_node_t *at)
+{
+	const struct api_tls_config *t = &((struct agent_config *)base)->api.tls;
+
+	if (!t->cert_file != !t->key_file)
+		return fail(p, at, "api.tls: cert_file and key_file go together (%s is missing)",
+			    t->cert_file ? "key_file" : "cert_file");
+	if (t->client_ca_file && !t->cert_file)
+		return fail(p, at, "api.tls.client_ca_file needs cert_file and key_file (client "
+			    "certificates are checked inside TLS)");
+	return 0;
+}
+
+/* A listener others can reach, without TLS, is refused unless meant. */
+static int check_api(struct pctx *p, void *base, const yaml_node_t *at)
+{
+	const struct api_config *api = &((struct agent_config *)base)->api;
+	const char *const names[] = { "rest_listen", "grpc_listen" };
+	const char *const addrs[] = { api->rest_listen, api->grpc_listen };
+
+	if (api->tls.cert_file || api->insecure)
+		return 0;
+	for (size_t i = 0; i < ARRAY_SIZE(addrs); i++)
+		if (addrs[i] && !config_listen_is_loopback(addrs[i]))
+			return fail(p, at, "api.%s: %s is not a loopback address and api.tls is not "
+				    "configured: set api.tls (cert_file, key_file), or api.insecure: true "
+				    "if a plaintext API there is meant", names[i], addrs[i]);
+	return 0;
+}
+
+static const struct key api_tls_keys[] = {
+	{ .name = "cert_file", .kind = K_PATH, .off = OFF(api.tls.cert_file) },
+	{ .name = "key_file", .kind = K_PATH, .off = OFF(api.tls.key_file) },
+	{ .name = "client_ca_file", .kind = K_PATH, .off = OFF(api.tls.client_ca_file) },
+};
+static const struct table api_tls_table = { api_tls_keys, ARRAY_SIZE(api_tls_keys), check_api_tls };
+
 static const struct key api_keys[] = {
 	{ .name = "rest_listen", .kind = K_LISTEN, .off = OFF(api.rest_listen) },
 	{ .name = "grpc_listen", .kind = K_LISTEN, .off = OFF(api.grpc_listen) },
@@ -675,8 +713,10 @@ static const struct key api_keys[] = {
 	  .min = 1, .max = 10000 },
 	{ .name = "max_subscribers", .kind = K_SIZE, .off = OFF(api.max_subscribers),
 	  .min = 1, .max = 10000 },
+	{ .name = "tls", .kind = K_SECTION, .sub = &api_tls_table },
+	{ .name = "insecure", .kind = K_BOOL, .off = OFF(api.insecure) },
 };
-static const struct table api_table = { api_keys, ARRAY_SIZE(api_keys), NULL };
+static const struct table api_table = { api_keys, ARRAY_SIZE(api_keys), check_api };
 
 static const struct key metrics_keys[] = {
 	{ .name = "interval", .kind = K_DURATION, .off = OFF(metrics.interval_ms),
@@ -827,6 +867,9 @@ void config_free(struct agent_config *c)
 		free(c->oneshield.labels[i]);
 	free(c->oneshield.labels);
 	free(c->oneshield.spool_dir);
+	free(c->api.tls.cert_file);
+	free(c->api.tls.key_file);
+	free(c->api.tls.client_ca_file);
 	free(c);
 }
 
@@ -1235,6 +1278,29 @@ int config_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *por
 	if (port)
 		*port = (uint16_t)pn;
 	return 0;
+}
+
+bool config_listen_is_loopback(const char *listen)
+{
+	char host[INET6_ADDRSTRLEN];
+	struct in6_addr a6;
+	struct in_addr a4;
+	const char *colon;
+
+	/* "localhost:port" is not a listen address today (numeric hosts
+	 * only), but it is loopback whatever resolves it. */
+	colon = listen ? strrchr(listen, ':') : NULL;
+	if (colon && (size_t)(colon - listen) == strlen("localhost") && !strncmp(listen, "localhost", 9))
+		return true;
+	if (config_parse_listen(listen, host, sizeof(host), NULL))
+		return false;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) != 1)
+		return false;
+	if (IN6_IS_ADDR_LOOPBACK(&a6))
+		return true;
+	return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
 }
 
 /* Finish one word of a command: substitute {config}, append to argv. */

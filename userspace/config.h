@@ -56,6 +56,17 @@ struct api_config {
 	char *grpc_listen;       /* default 127.0.0.1:9441; "" or "off" disables */
 	size_t max_sse_clients;  /* default 64, 1..10000 */
 	size_t max_subscribers;  /* gRPC Subscribe streams; default 256, 1..10000 */
+	/* TLS for both REST and gRPC (absolute paths to PEM files, read by
+	 * tls.c at start and on SIGHUP). cert_file and key_file go together;
+	 * client_ca_file (needs them) makes client certificates required. */
+	struct api_tls_config {
+		char *cert_file;
+		char *key_file;
+		char *client_ca_file;
+	} tls;
+	/* A non-loopback listener without TLS is refused unless this says it
+	 * is meant (default false). */
+	bool insecure;
 };
 
 struct metrics_config {
@@ -117,6 +128,9 @@ int config_parse_bytes(const char *s, uint64_t *out);
 int config_parse_signal(const char *s, int *out_sig);
 /* Split "host:port" / "[v6]:port"; host must be a numeric address. */
 int config_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port);
+/* A listen address on 127.0.0.0/8, ::1 (or ::ffff:127.x) or "localhost";
+ * 0.0.0.0 and :: are not loopback. false for an unparsable address. */
+bool config_listen_is_loopback(const char *listen);
 
 /* Split a command line (onepanel.validate_command) into a NULL-terminated
  * argv for execv; it is never given to a shell. Words are separated by

@@ -67,6 +67,7 @@
 #include "pbconv.h"
 #include "probes.h"
 #include "reflection.h"
+#include "tls.h"
 
 #define PENDING_REQUESTS 8       /* grpc_server_request_call kept armed */
 #define MAX_REQUEST_BYTES (1u << 20)
@@ -187,6 +188,16 @@ struct grpc_api {
 	size_t qlen, qcap;
 	int efd;
 	struct loop_io *io;
+
+	/* TLS (api.tls): gRPC asks tls_fetch for a certificate config at each
+	 * new connection, on one of its threads; the core loop stages a new
+	 * one in tls_next when a SIGHUP brought new files (a->tls_gen moved),
+	 * so renewed certificates apply to new connections without a restart.
+	 * Switching TLS or client certificates on or off needs a restart. */
+	pthread_mutex_t tls_lock;
+	grpc_ssl_server_certificate_config *tls_next; /* under tls_lock */
+	unsigned tls_gen;
+	bool tls, mtls;
 };
 
 /* ---- pump thread: completion queue -> core loop ---- */
@@ -767,15 +778,34 @@ static void metrics_tick(void *arg)
 		send_snapshot(c);
 }
 
+/* The verified client certificate's subject (mTLS), true when there is one. */
+static bool call_cert_subject(grpc_call *call, char *out, size_t outlen)
+{
+	grpc_auth_context *ac = grpc_call_auth_context(call);
+	if (!ac)
+		return false;
+	grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ac, GRPC_X509_SUBJECT_PROPERTY_NAME);
+	const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+	if (p)
+		snprintf(out, outlen, "%.*s", (int)p->value_length, p->value);
+	grpc_auth_context_release(ac);
+	return p != NULL;
+}
+
+static void tls_reload(struct grpc_api *g);
+
 /* Journal listener: into the feed (serialized once for every subscriber).
  * The idle subscribers are woken once per loop iteration (kick_prepare),
  * not once per event: a burst journaled in one go (the test generator's
  * tick, a batch of process events) then goes out as one write per
- * subscriber instead of one per event. */
+ * subscriber instead of one per event. AGENT_CONFIG_RELOADED is also when
+ * new TLS files (a SIGHUP) are staged for new connections. */
 static void on_event(void *arg, const struct event *e)
 {
 	struct grpc_api *g = arg;
 	grpc_slice s = grpc_empty_slice(), old = grpc_empty_slice();
+	if (e->type == EV_AGENT_CONFIG_RELOADED && g->agent->tls_gen != g->tls_gen)
+		tls_reload(g);
 	bool have = g->nsubscribers && event_slice(g, e, &s);
 	pthread_mutex_lock(&g->slock);
 	struct feed_ent *f = &g->feed[e->seq & (g->feed_cap - 1)];
@@ -960,8 +990,13 @@ static void handle_config(struct gcall *c, const uint8_t *data, size_t len)
 			ar->dry_run = req->dry_run;
 			ar->reload = !req->no_reload;
 			char *peer = grpc_call_get_peer(c->call);
+			char subject[256];
 			snprintf(ar->peer, sizeof(ar->peer), "grpc:%s", peer ? peer : "?");
 			gpr_free(peer);
+			if (call_cert_subject(c->call, subject, sizeof(subject))) {
+				size_t n = strlen(ar->peer);
+				snprintf(ar->peer + n, sizeof(ar->peer) - n, " cert:%s", subject);
+			}
 		}
 		oneshield__agent__v1__apply_config_request__free_unpacked(req, NULL);
 		char err[512];
@@ -1410,6 +1445,53 @@ static void absl_no_deadlock_detection(void)
 
 static void impl_stop(struct grpc_api *g);
 
+/* The certificate config gRPC copies from the agent's PEM text. */
+static grpc_ssl_server_certificate_config *tls_config(const struct tls_creds *t)
+{
+	grpc_ssl_pem_key_cert_pair pair = { .private_key = t->key_pem, .cert_chain = t->cert_pem };
+	/* gRPC 1.51 aborts on a fetched config without root certificates
+	 * (ssl_security_connector.cc asserts them) even when it asks for no
+	 * client certificate; then they are never used, so the server's own
+	 * chain stands in. */
+	return grpc_ssl_server_certificate_config_create(t->ca_pem ? t->ca_pem : t->cert_pem, &pair, 1);
+}
+
+/* gRPC's thread, at server start and at each new connection. */
+static grpc_ssl_certificate_config_reload_status tls_fetch(void *arg, grpc_ssl_server_certificate_config **config)
+{
+	struct grpc_api *g = arg;
+	pthread_mutex_lock(&g->tls_lock);
+	*config = g->tls_next;
+	g->tls_next = NULL;
+	pthread_mutex_unlock(&g->tls_lock);
+	return *config ? GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW : GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+}
+
+/* Core loop, after a SIGHUP changed the agent's TLS files. */
+static void tls_reload(struct grpc_api *g)
+{
+	const struct tls_creds *t = g->agent->tls;
+	g->tls_gen = g->agent->tls_gen;
+	if (!g->tls || !t || g->mtls != (t->ca_pem != NULL)) {
+		log_warn("grpc: api.tls now %s; the gRPC server keeps %s until the agent restarts",
+			 !t ? "off" : t->ca_pem ? "requires client certificates" : "on without client certificates",
+			 !g->tls ? "plaintext" : g->mtls ? "TLS with client certificates" : "TLS without client certificates");
+		return;
+	}
+	grpc_ssl_server_certificate_config *cc = tls_config(t), *old;
+	if (!cc) {
+		log_error("grpc: cannot build the new TLS configuration; new connections keep the previous one");
+		return;
+	}
+	pthread_mutex_lock(&g->tls_lock);
+	old = g->tls_next;
+	g->tls_next = cc;
+	pthread_mutex_unlock(&g->tls_lock);
+	if (old)
+		grpc_ssl_server_certificate_config_destroy(old);
+	log_info("grpc: new TLS certificate (%s) for new connections", t->subject);
+}
+
 static int impl_start(struct agent *a, const char *listen, size_t max_subscribers, struct grpc_api **out, char *err,
 		   size_t errlen)
 {
@@ -1433,6 +1515,7 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 	g->max_subscribers = max_subscribers;
 	g->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	pthread_mutex_init(&g->lock, NULL);
+	pthread_mutex_init(&g->tls_lock, NULL);
 	/* Held for a few hundred nanoseconds at a time by two threads: spin a
 	 * little before sleeping, as a sleep costs two context switches. */
 	pthread_mutexattr_t ma;
@@ -1451,6 +1534,7 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 	if (!g->feed || !g->feed_cap) {
 		snprintf(err, errlen, "out of memory");
 		close(g->efd);
+		pthread_mutex_destroy(&g->tls_lock);
 		pthread_mutex_destroy(&g->lock);
 		pthread_mutex_destroy(&g->slock);
 		free(g->feed);
@@ -1470,11 +1554,31 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 	g->server = grpc_server_create(&cargs, NULL);
 	g->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(g->server, g->cq, NULL);
-	grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-	g->port = grpc_server_add_http2_port(g->server, listen, creds);
-	grpc_server_credentials_release(creds);
+	grpc_server_credentials *creds;
+	if (a->tls) {
+		/* gRPC's SSL server allows TLS 1.2 and 1.3 only (its default
+		 * minimum; tests/e2e/test_tls.py checks that 1.1 is refused). */
+		g->tls = true;
+		g->mtls = a->tls->ca_pem != NULL;
+		g->tls_gen = a->tls_gen;
+		g->tls_next = tls_config(a->tls);
+		grpc_ssl_server_credentials_options *o = g->tls_next ?
+			grpc_ssl_server_credentials_create_options_using_config_fetcher(
+				g->mtls ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+					: GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+				tls_fetch, g) : NULL;
+		creds = o ? grpc_ssl_server_credentials_create_with_options(o) : NULL;
+	} else {
+		creds = grpc_insecure_server_credentials_create();
+	}
+	g->port = creds ? grpc_server_add_http2_port(g->server, listen, creds) : 0;
+	if (creds)
+		grpc_server_credentials_release(creds);
 	if (g->port <= 0 || g->efd < 0) {
-		snprintf(err, errlen, "cannot listen on %s", listen);
+		snprintf(err, errlen, creds ? "cannot listen on %s" : "cannot set up TLS for %s", listen);
+		if (g->tls_next)
+			grpc_ssl_server_certificate_config_destroy(g->tls_next);
+		pthread_mutex_destroy(&g->tls_lock);
 		grpc_server_destroy(g->server);
 		grpc_completion_queue_shutdown(g->cq);
 		grpc_completion_queue_destroy(g->cq);
@@ -1581,6 +1685,9 @@ static void impl_stop(struct grpc_api *g)
 	grpc_server_destroy(g->server);
 	grpc_completion_queue_destroy(g->cq);
 	close(g->efd);
+	if (g->tls_next)
+		grpc_ssl_server_certificate_config_destroy(g->tls_next);
+	pthread_mutex_destroy(&g->tls_lock);
 	pthread_mutex_destroy(&g->lock);
 	pthread_mutex_destroy(&g->slock);
 	free(g->q);

@@ -29,6 +29,7 @@
 #include "onepanel.h"
 #include "rest.h"
 #include "testgen.h"
+#include "tls.h"
 #include "cfgapply.h"
 #include "probes.h"
 #include "logwatch.h"
@@ -75,18 +76,27 @@ static void emit(enum event_type t, enum event_level lvl, const char *msg, const
 	journal_append(A.journal, e);
 }
 
-static int start_rest(const struct agent_config *c, struct rest **out)
+static int start_rest(const struct agent_config *c, const struct tls_creds *tls, struct rest **out)
 {
 	char err[256];
 	*out = NULL;
 	if (!c->api.rest_listen)
 		return 0;
-	int r = rest_start(&A, c->api.rest_listen, c->api.max_sse_clients, out, err, sizeof(err));
+	int r = rest_start(&A, c->api.rest_listen, c->api.max_sse_clients, tls, out, err, sizeof(err));
 	if (r)
 		log_error("rest: %s", err);
 	else
-		log_info("REST API listening on http://%s", c->api.rest_listen);
+		log_info("REST API listening on %s://%s%s", tls ? "https" : "http", c->api.rest_listen,
+			 tls && tls->ca_pem ? " (client certificates required)" : "");
 	return r;
+}
+
+static void log_tls(const struct agent_config *c, const struct tls_creds *tls)
+{
+	if (tls)
+		log_info("tls: serving %s (%s)%s%s", c->api.tls.cert_file, tls->subject,
+			 tls->ca_pem ? "; client certificates from " : "",
+			 tls->ca_pem ? c->api.tls.client_ca_file : "");
 }
 
 static int start_grpc(const struct agent_config *c, struct grpc_api **out)
@@ -99,7 +109,8 @@ static int start_grpc(const struct agent_config *c, struct grpc_api **out)
 	if (r)
 		log_error("grpc: %s", err);
 	else
-		log_info("gRPC API listening on %s (port %d)", c->api.grpc_listen, grpc_api_port(*out));
+		log_info("gRPC API listening on %s (port %d)%s", c->api.grpc_listen, grpc_api_port(*out),
+			 !A.tls ? "" : A.tls->ca_pem ? ", TLS, client certificates required" : ", TLS");
 	return r;
 }
 
@@ -151,25 +162,49 @@ static void reload_config(void)
 		     err);
 		return;
 	}
+	/* The TLS files are read again whatever the config says: a renewed
+	 * certificate under the same name is the usual reason for a SIGHUP. */
+	struct tls_creds *nt = NULL;
+	if (tls_creds_load(&nc->api.tls, &nt, err, sizeof(err))) {
+		log_error("config reload failed, keeping the running configuration: %s", err);
+		A.config_reload_failures++;
+		emit(EV_AGENT_CONFIG_RELOAD_FAILED, EL_ERROR, "agent config reload failed; running config kept", "error",
+		     err);
+		config_free(nc);
+		return;
+	}
+	bool tls_changed = !tls_creds_equal(nt, A.tls);
+	/* libmicrohttpd cannot swap its credentials: new ones mean a new
+	 * daemon, which ends the open connections (event streams included). */
 	if (!same_str(nc->api.rest_listen, A.cfg->api.rest_listen) ||
-	    nc->api.max_sse_clients != A.cfg->api.max_sse_clients) {
+	    nc->api.max_sse_clients != A.cfg->api.max_sse_clients || tls_changed) {
 		struct rest *nr = NULL;
 		/* Stop the old listener first: the new one may want the same port. */
 		rest_begin_shutdown(A.rest);
 		rest_stop(A.rest);
 		A.rest = NULL;
-		if (start_rest(nc, &nr)) {
+		if (start_rest(nc, nt, &nr)) {
 			log_error("config reload: new REST listener failed; restoring %s",
 				  A.cfg->api.rest_listen ? A.cfg->api.rest_listen : "off");
-			start_rest(A.cfg, &A.rest);
+			start_rest(A.cfg, A.tls, &A.rest);
 			A.config_reload_failures++;
 			emit(EV_AGENT_CONFIG_RELOAD_FAILED, EL_ERROR,
 			     "agent config reload failed: cannot listen on the new REST address", "rest_listen",
 			     nc->api.rest_listen);
+			tls_creds_free(nt);
 			config_free(nc);
 			return;
 		}
 		A.rest = nr;
+	}
+	if (tls_changed) {
+		/* the gRPC plugin picks it up from AGENT_CONFIG_RELOADED below */
+		tls_creds_free(A.tls);
+		A.tls = nt;
+		A.tls_gen++;
+		log_tls(nc, nt);
+	} else {
+		tls_creds_free(nt);
 	}
 	if (nc->events.journal_size != A.cfg->events.journal_size)
 		log_warn("config reload: events.journal_size takes effect at the next start");
@@ -254,9 +289,12 @@ int main(int argc, char **argv)
 	if (!path && stat(CONFIG_DEFAULT_PATH, &st) == 0)
 		path = CONFIG_DEFAULT_PATH;
 	if (path) {
-		if (config_load(path, &A.cfg, err, sizeof(err))) {
+		/* the TLS files are part of the configuration: -t checks them too */
+		if (config_load(path, &A.cfg, err, sizeof(err)) ||
+		    tls_creds_load(&A.cfg->api.tls, &A.tls, err, sizeof(err))) {
 			fprintf(stderr, "%s\n", err);
 			fprintf(stderr, "oneshield-agent: configuration refused\n");
+			config_free(A.cfg);
 			return 1;
 		}
 	} else {
@@ -266,6 +304,7 @@ int main(int argc, char **argv)
 	}
 	if (test) {
 		printf("oneshield-agent: configuration %s is valid\n", path ? path : "(built-in defaults)");
+		tls_creds_free(A.tls);
 		config_free(A.cfg);
 		return 0;
 	}
@@ -313,7 +352,8 @@ int main(int argc, char **argv)
 	if (!A.probes || !A.logs)
 		return 1;
 	agent_collect(&A);
-	if (start_rest(A.cfg, &A.rest) || start_grpc(A.cfg, &A.grpc)) {
+	log_tls(A.cfg, A.tls);
+	if (start_rest(A.cfg, A.tls, &A.rest) || start_grpc(A.cfg, &A.grpc)) {
 		exit_code = 1;
 		goto out;
 	}
@@ -388,6 +428,7 @@ out:
 	loop_io_del(A.loop, sig_io);
 	loop_free(A.loop);
 	close(sfd);
+	tls_creds_free(A.tls);
 	config_free(A.cfg);
 	return exit_code;
 }

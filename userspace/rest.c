@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "probes.h"
 #include "testgen.h"
+#include "tls.h"
 
 #define HEARTBEAT_MS 15000
 #define MAX_BODY 65536
@@ -58,6 +59,7 @@ struct rest {
 	bool closing;
 	struct req *apply_req;  /* the request waiting for the running apply */
 	bool need_run;        /* a connection was resumed: run MHD before sleeping */
+	bool mtls;            /* every request must come with a verified client certificate */
 	unsigned short port;
 };
 
@@ -71,6 +73,8 @@ struct req {
 	cJSON *result;
 	int result_code;
 	bool waiting, answered;
+	bool denied;          /* mTLS: no or bad client certificate, 403 queued */
+	char cert_subject[256]; /* mTLS: the verified client certificate's subject DN */
 };
 
 /* ---- responses ---- */
@@ -586,6 +590,10 @@ static enum MHD_Result h_config_apply(struct rest *r, struct MHD_Connection *c, 
 			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof(host));
 		snprintf(req->peer, sizeof(req->peer), "rest:%s", host);
 	}
+	if (q->cert_subject[0]) {
+		size_t n = strlen(req->peer);
+		snprintf(req->peer + n, sizeof(req->peer) - n, " cert:%s", q->cert_subject);
+	}
 	cJSON *res = NULL;
 	int code = 500;
 	if (cfgapply_start(r->agent->cfgapply, req, apply_done, r, &res, &code))
@@ -687,6 +695,21 @@ static const struct route *find_route(const char *url)
 	return NULL;
 }
 
+/* mTLS: the connection's client certificate, verified against
+ * client_ca_file, before any request is looked at; its subject is kept in
+ * q for the audit. On failure q is marked denied and why says it. */
+static bool client_cert_ok(struct MHD_Connection *c, struct req *q, char *why, size_t whylen)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	snprintf(why, whylen, "no TLS session");
+	if (ci && ci->tls_session &&
+	    tls_peer_check(ci->tls_session, q->cert_subject, sizeof(q->cert_subject), why, whylen) == 0)
+		return true;
+	q->denied = true;
+	log_warn("rest: request refused: %s", why);
+	return false;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 			      const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
@@ -700,10 +723,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		if (!q)
 			return MHD_NO;
 		buf_init(&q->body);
+		*con_cls = q;
+		char why[256];
+		if (r->mtls && !client_cert_ok(c, q, why, sizeof(why)))
+			return send_error(c, MHD_HTTP_FORBIDDEN, "%s", why);
 		const struct route *rt = find_route(url);
 		q->method_post = strcmp(method, "POST") == 0;
 		q->keep_body = rt && (rt->fnq == h_config_apply || rt->fnq == h_probes) && q->method_post;
-		*con_cls = q;
+		return MHD_YES;
+	}
+	if (q->denied) {
+		*upload_size = 0;
 		return MHD_YES;
 	}
 	bool is_probes = strcmp(url, "/v1/probes/syscalls") == 0;
@@ -802,7 +832,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("rest: %s", msg);
 }
 
-int rest_start(struct agent *a, const char *listen, size_t max_sse, struct rest **out, char *err, size_t errlen)
+int rest_start(struct agent *a, const char *listen, size_t max_sse, const struct tls_creds *tls, struct rest **out,
+	       char *err, size_t errlen)
 {
 	char host[128];
 	uint16_t port;
@@ -832,6 +863,21 @@ int rest_start(struct agent *a, const char *listen, size_t max_sse, struct rest 
 		return -ENOMEM;
 	r->agent = a;
 	r->max_clients = max_sse;
+	/* TLS: the PEM is copied into gnutls credentials at start; a new
+	 * certificate means a new daemon (main.c's reload does that). */
+	struct MHD_OptionItem tlsopt[5];
+	size_t nt = 0;
+	if (tls) {
+		flags |= MHD_USE_TLS;
+		tlsopt[nt++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0, tls->cert_pem };
+		tlsopt[nt++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0, tls->key_pem };
+		tlsopt[nt++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)TLS_PRIORITIES };
+		if (tls->ca_pem) {
+			tlsopt[nt++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_TRUST, 0, tls->ca_pem };
+			r->mtls = true;
+		}
+	}
+	tlsopt[nt] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
 	r->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, r,
 				MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -840,6 +886,7 @@ int rest_start(struct agent *a, const char *listen, size_t max_sse, struct rest 
 				MHD_OPTION_CONNECTION_TIMEOUT, 60u,
 				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
 				MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
+				MHD_OPTION_ARRAY, tlsopt,
 				MHD_OPTION_END);
 	if (!r->d) {
 		snprintf(err, errlen, "cannot listen on %s: %s", listen, strerror(errno ? errno : EADDRINUSE));

@@ -14,9 +14,13 @@
 
 struct agent;
 struct rest;
+struct tls_creds;
 
-/* listen: "host:port" (numeric host). 0 or -errno with err filled. */
-int rest_start(struct agent *a, const char *listen, size_t max_sse, struct rest **out, char *err, size_t errlen);
+/* listen: "host:port" (numeric host); tls: serve HTTPS only, with client
+ * certificates required when it has a client CA; NULL for plain HTTP. tls
+ * must stay valid until rest_stop. 0 or -errno with err filled. */
+int rest_start(struct agent *a, const char *listen, size_t max_sse, const struct tls_creds *tls, struct rest **out,
+	       char *err, size_t errlen);
 /* Streams deliver what is left (e.g. AGENT_STOP_MESSAGE) and then end. */
 void rest_begin_shutdown(struct rest *r);
 size_t rest_sse_clients(const struct rest *r);

@@ -387,6 +387,30 @@ static const struct err_case err_cases[] = {
 	E("subscribers_big", "api:\n  max_subscribers: 10001\n", 2,
 	  "api.max_subscribers: \"10001\" is out of range (1..10000)"),
 	E("sse_clients_negative", "api:\n  max_sse_clients: -5\n", 2, "api.max_sse_clients: \"-5\" is not a number"),
+	/* api.tls, api.insecure */
+	E("tls_relative_cert", "api:\n  tls:\n    cert_file: server.pem\n    key_file: /k\n", 3,
+	  "api.tls.cert_file: \"server.pem\" is not an absolute path"),
+	E("tls_empty_key", "api:\n  tls:\n    cert_file: /c\n    key_file: \"\"\n", 4,
+	  "api.tls.key_file: must not be empty"),
+	E("tls_cert_without_key", "api:\n  tls:\n    cert_file: /c\n", 2,
+	  "api.tls: cert_file and key_file go together (key_file is missing)"),
+	E("tls_key_without_cert", "api:\n  tls:\n    key_file: /k\n", 2,
+	  "api.tls: cert_file and key_file go together (cert_file is missing)"),
+	E("tls_ca_alone", "api:\n  tls:\n    client_ca_file: /ca\n", 2,
+	  "api.tls.client_ca_file needs cert_file and key_file"),
+	E("tls_unknown_key", "api:\n  tls:\n    ca_file: /ca\n", 3, "unknown key \"ca_file\" in api.tls"),
+	E("tls_not_a_mapping", "api:\n  tls: on\n", 2, "api.tls: expected a mapping, got a scalar"),
+	E("tls_duplicate", "api:\n  tls:\n    cert_file: /c\n    cert_file: /d\n", 4,
+	  "duplicate key \"cert_file\" in api.tls"),
+	E("insecure_word", "api:\n  insecure: please\n", 2, "api.insecure: \"please\" is not true or false"),
+	E("rest_any_v4_plain", "api:\n  rest_listen: 0.0.0.0:9440\n", 1,
+	  "api.rest_listen: 0.0.0.0:9440 is not a loopback address and api.tls is not configured"),
+	E("grpc_any_v6_plain", "api:\n  grpc_listen: \"[::]:9441\"\n", 1,
+	  "api.grpc_listen: [::]:9441 is not a loopback address and api.tls is not configured"),
+	E("rest_lan_plain_insecure_false", "api:\n  rest_listen: 10.1.2.3:9440\n  insecure: false\n", 1,
+	  "set api.tls (cert_file, key_file), or api.insecure: true"),
+	E("grpc_mapped_lan_plain", "metrics: {}\napi:\n  grpc_listen: \"[::ffff:10.0.0.1]:9441\"\n", 2,
+	  "api.grpc_listen"),
 	/* ebpf */
 	E("ebpf_enabled_word", "ebpf:\n  enabled: maybe\n", 2, "ebpf.enabled"),
 	E("ebpf_unknown_key", "ebpf:\n  kprobes: true\n", 2, "kprobes"),
@@ -757,6 +781,61 @@ static void test_listen(void **state)
 	assert_int_equal(config_parse_listen(NULL, host, sizeof(host), &port), -EINVAL);
 }
 
+static void test_api_tls(void **state)
+{
+	struct agent_config *c;
+
+	(void)state;
+	c = parse_ok("api:\n  rest_listen: 0.0.0.0:9440\n  grpc_listen: \"[::]:9441\"\n  tls:\n"
+		     "    cert_file: /etc/oneshield-agent/tls/server.pem\n"
+		     "    key_file: /etc/oneshield-agent/tls/server.key\n"
+		     "    client_ca_file: /etc/oneshield-agent/tls/clients-ca.pem\n");
+	assert_string_equal(c->api.tls.cert_file, "/etc/oneshield-agent/tls/server.pem");
+	assert_string_equal(c->api.tls.key_file, "/etc/oneshield-agent/tls/server.key");
+	assert_string_equal(c->api.tls.client_ca_file, "/etc/oneshield-agent/tls/clients-ca.pem");
+	assert_false(c->api.insecure);
+	config_free(c);
+
+	/* TLS without client certificates; loopback needs nothing */
+	c = parse_ok("api:\n  tls: { cert_file: /c.pem, key_file: /k.pem }\n");
+	assert_string_equal(c->api.tls.cert_file, "/c.pem");
+	assert_null(c->api.tls.client_ca_file);
+	config_free(c);
+	c = parse_ok("api:\n  rest_listen: 127.1.2.3:1\n  grpc_listen: \"[::1]:2\"\n  tls: {}\n");
+	assert_null(c->api.tls.cert_file);
+	config_free(c);
+
+	/* plaintext elsewhere only when meant */
+	c = parse_ok("api:\n  rest_listen: 0.0.0.0:9440\n  insecure: true\n");
+	assert_true(c->api.insecure);
+	assert_null(c->api.tls.cert_file);
+	config_free(c);
+}
+
+static void test_listen_is_loopback(void **state)
+{
+	static const char *const yes[] = {
+		"127.0.0.1:9440", "127.255.255.254:1", "[::1]:9441", "[::ffff:127.0.0.1]:443", "localhost:9440",
+	};
+	static const char *const no[] = {
+		"0.0.0.0:9440", "[::]:9441", "10.0.0.1:80", "128.0.0.1:80", "[::2]:80", "[::ffff:10.0.0.1]:80",
+		"[fe80::1]:80", "localhostx:80", "127.0.0.1", "", NULL,
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < ARRAY_SIZE(yes); i++) {
+		if (!config_listen_is_loopback(yes[i]))
+			print_error("not loopback: %s\n", yes[i]);
+		assert_true(config_listen_is_loopback(yes[i]));
+	}
+	for (i = 0; i < ARRAY_SIZE(no); i++) {
+		if (config_listen_is_loopback(no[i]))
+			print_error("loopback: %s\n", no[i] ? no[i] : "(null)");
+		assert_false(config_listen_is_loopback(no[i]));
+	}
+}
+
 static void assert_argv(char **argv, const char *const *want)
 {
 	size_t i;
@@ -937,6 +1016,8 @@ int main(void)
 		cmocka_unit_test(test_duration),
 		cmocka_unit_test(test_signal),
 		cmocka_unit_test(test_listen),
+		cmocka_unit_test(test_api_tls),
+		cmocka_unit_test(test_listen_is_loopback),
 		cmocka_unit_test(test_split_command),
 		cmocka_unit_test(test_example_file),
 		cmocka_unit_test(test_bytes_and_urls),
