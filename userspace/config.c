@@ -765,8 +765,21 @@ static int check_oneshield(struct pctx *p, void *base, const yaml_node_t *at)
 	}
 	if (o->agent_id && strlen(o->agent_id) > 256)
 		return fail(p, at, "oneshield.agent_id: longer than 256 bytes");
+	if (!o->tls.cert_file != !o->tls.key_file)
+		return fail(p, at, "oneshield.tls: cert_file and key_file go together");
+	if (o->tls.ca_file || o->tls.server_name || o->tls.cert_file)
+		o->tls.enabled = true;
 	return 0;
 }
+
+static const struct key oneshield_tls_keys[] = {
+	{ .name = "enabled", .kind = K_BOOL, .off = OFF(oneshield.tls.enabled) },
+	{ .name = "ca_file", .kind = K_PATH, .off = OFF(oneshield.tls.ca_file) },
+	{ .name = "server_name", .kind = K_STRING, .off = OFF(oneshield.tls.server_name) },
+	{ .name = "cert_file", .kind = K_PATH, .off = OFF(oneshield.tls.cert_file) },
+	{ .name = "key_file", .kind = K_PATH, .off = OFF(oneshield.tls.key_file) },
+};
+static const struct table oneshield_tls_table = { oneshield_tls_keys, ARRAY_SIZE(oneshield_tls_keys), NULL };
 
 static const struct key oneshield_keys[] = {
 	{ .name = "address", .kind = K_STRING, .off = OFF(oneshield.address) },
@@ -779,6 +792,7 @@ static const struct key oneshield_keys[] = {
 	{ .name = "spool_max_bytes", .kind = K_BYTES, .off = OFF(oneshield.spool_max_bytes),
 	  .min = 64u << 10, .max = 64ull << 30 },
 	{ .name = "retry_max", .kind = K_DURATION, .off = OFF(oneshield.retry_max_ms), .min = 100, .max = 3600000 },
+	{ .name = "tls", .kind = K_SECTION, .sub = &oneshield_tls_table },
 };
 static const struct table oneshield_table = { oneshield_keys, ARRAY_SIZE(oneshield_keys), check_oneshield };
 
@@ -867,6 +881,10 @@ void config_free(struct agent_config *c)
 		free(c->oneshield.labels[i]);
 	free(c->oneshield.labels);
 	free(c->oneshield.spool_dir);
+	free(c->oneshield.tls.ca_file);
+	free(c->oneshield.tls.server_name);
+	free(c->oneshield.tls.cert_file);
+	free(c->oneshield.tls.key_file);
 	free(c->api.tls.cert_file);
 	free(c->api.tls.key_file);
 	free(c->api.tls.client_ca_file);

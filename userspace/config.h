@@ -99,6 +99,13 @@ struct oneshield_config {
 	char *spool_dir;          /* default /var/lib/oneshield-agent */
 	size_t spool_max_bytes;   /* default 64 MiB; 64 KiB..64 GiB */
 	uint64_t retry_max_ms;    /* longest wait between connection attempts; default 60 s; 100ms..1h */
+	struct oneshield_tls_config {
+		bool enabled;     /* set by any key below, or "enabled: true" (system roots) */
+		char *ca_file;    /* PEM roots to verify the server with; NULL: the system's */
+		char *server_name;/* name the certificate must carry; NULL: the address's host */
+		char *cert_file;  /* client certificate (mTLS), with key_file */
+		char *key_file;
+	} tls;
 };
 
 struct agent_config {

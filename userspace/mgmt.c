@@ -53,6 +53,7 @@
 #include "pbconv.h"
 #include "probes.h"
 #include "spool.h"
+#include "tls.h"
 
 #define METHOD "/oneshield.mgmt.v1.ManagementPlane/Connect"
 #define RETRY_MIN_MS 500u
@@ -145,6 +146,7 @@ struct mgmt {
 
 	/* status */
 	char last_error[320];
+	char last_failure[320];		/* reason of the last failed attempt already logged */
 	double last_error_unix, connected_unix;
 	uint64_t retry_at_ms;
 	bool auth_refused;
@@ -464,7 +466,34 @@ static int hello_message(struct mgmt *m, struct buf *out)
 	return rc;
 }
 
-static grpc_channel *make_channel(struct mgmt *m)
+/* Plaintext, or TLS verified against oneshield.tls.ca_file (the system's
+ * roots without one), with a client certificate when configured. The PEM
+ * files are read at every attempt, like the token: renewed certificates
+ * need no reload. NULL with err filled when a file is unusable. */
+static grpc_channel_credentials *channel_creds(struct mgmt *m, char *err, size_t errlen)
+{
+	const struct oneshield_tls_config *t = &CFG(m)->tls;
+	if (!t->enabled)
+		return grpc_insecure_credentials_create();
+	char *ca = NULL, *cert = NULL, *key = NULL;
+	grpc_channel_credentials *c = NULL;
+	if ((!t->ca_file || !tls_read_pem(t->ca_file, false, &ca, err, errlen)) &&
+	    (!t->cert_file || (!tls_read_pem(t->cert_file, false, &cert, err, errlen) &&
+			       !tls_read_pem(t->key_file, true, &key, err, errlen)))) {
+		grpc_ssl_pem_key_cert_pair kp = { .private_key = key, .cert_chain = cert };
+		c = grpc_ssl_credentials_create(ca, cert ? &kp : NULL, NULL, NULL);
+		if (!c)
+			snprintf(err, errlen, "cannot set up TLS credentials");
+	}
+	if (key)
+		explicit_bzero(key, strlen(key));
+	free(key);
+	free(cert);
+	free(ca);
+	return c;
+}
+
+static grpc_channel *make_channel(struct mgmt *m, grpc_channel_credentials *creds)
 {
 	const char *addr = CFG(m)->address;
 	int maxb = (int)(CFG(m)->retry_max_ms > INT32_MAX ? INT32_MAX : CFG(m)->retry_max_ms);
@@ -482,12 +511,15 @@ static grpc_channel *make_channel(struct mgmt *m)
 		  .value.integer = GRPC_COMPRESS_GZIP },
 		{ .type = GRPC_ARG_STRING, .key = (char *)GRPC_ARG_PRIMARY_USER_AGENT_STRING,
 		  .value.string = (char *)"oneshield-agent/" OS_VERSION },
+		/* last: only with TLS and a configured name */
+		{ .type = GRPC_ARG_STRING, .key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+		  .value.string = CFG(m)->tls.server_name },
 	};
-	grpc_channel_args cargs = { .num_args = sizeof(args) / sizeof(args[0]), .args = args };
-	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-	grpc_channel *ch = grpc_channel_create(addr, creds, &cargs);
-	grpc_channel_credentials_release(creds);
-	return ch;
+	size_t n = sizeof(args) / sizeof(args[0]);
+	if (!CFG(m)->tls.enabled || !CFG(m)->tls.server_name)
+		n--;
+	grpc_channel_args cargs = { .num_args = n, .args = args };
+	return grpc_channel_create(addr, creds, &cargs);
 }
 
 static void connect_now(struct mgmt *m)
@@ -526,9 +558,18 @@ static void connect_now(struct mgmt *m)
 		explicit_bzero(hv, sizeof(hv));
 		explicit_bzero(tok, sizeof(tok));
 	}
+	grpc_channel_credentials *creds = channel_creds(m, err, sizeof(err));
+	if (!creds) {
+		log_error("oneshield: TLS: %s", err);
+		set_error(m, "TLS: %s", err);
+		call_free(c);
+		schedule_retry(m, true);
+		return;
+	}
 	if (m->ch)
 		grpc_channel_destroy(m->ch);
-	m->ch = make_channel(m);
+	m->ch = make_channel(m, creds);
+	grpc_channel_credentials_release(creds);
 	grpc_slice method = grpc_slice_from_static_string(METHOD);
 	c->call = grpc_channel_create_call(m->ch, NULL, GRPC_PROPAGATE_DEFAULTS, m->cq, method, NULL,
 					   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
@@ -610,11 +651,13 @@ static void on_status(struct mcall *c)
 			if (was_connected)
 				log_warn("oneshield: stream to %s ended (status %d: %s)", CFG(m)->address, (int)c->status,
 					 det ? det : "");
-			else
-				log_debug("oneshield: cannot connect to %s (status %d: %s)", CFG(m)->address,
-					  (int)c->status, det ? det : "");
+			else if (strcmp(m->last_failure, det ? det : ""))
+				/* once per distinct reason: a server down for an hour is one line */
+				log_warn("oneshield: cannot connect to %s (status %d: %s); retrying", CFG(m)->address,
+					 (int)c->status, det ? det : "");
 		}
 		set_error(m, "status %d: %s", (int)c->status, det ? det : "");
+		snprintf(m->last_failure, sizeof(m->last_failure), "%s", was_connected ? "" : det ? det : "");
 	}
 	gpr_free(det);
 	if (!m->stopped && !m->closing)

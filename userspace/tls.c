@@ -22,7 +22,7 @@
  * private key must not be open to group or others: refused, not warned
  * about, as ssh does, since the agent would be serving a key that other
  * local users may have copied. */
-static int read_pem(const char *path, bool is_key, char **out, char *err, size_t errlen)
+int tls_read_pem(const char *path, bool is_key, char **out, char *err, size_t errlen)
 {
 	struct stat st;
 	char *buf = NULL;
@@ -181,9 +181,9 @@ int tls_creds_load(const struct api_tls_config *cfg, struct tls_creds **out, cha
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	if ((rc = read_pem(cfg->cert_file, false, &c->cert_pem, err, errlen)) ||
-	    (rc = read_pem(cfg->key_file, true, &c->key_pem, err, errlen)) ||
-	    (cfg->client_ca_file && (rc = read_pem(cfg->client_ca_file, false, &c->ca_pem, err, errlen))) ||
+	if ((rc = tls_read_pem(cfg->cert_file, false, &c->cert_pem, err, errlen)) ||
+	    (rc = tls_read_pem(cfg->key_file, true, &c->key_pem, err, errlen)) ||
+	    (cfg->client_ca_file && (rc = tls_read_pem(cfg->client_ca_file, false, &c->ca_pem, err, errlen))) ||
 	    (rc = import_crts(cfg->cert_file, c->cert_pem, &crts, &ncrts, err, errlen)) ||
 	    (rc = check_key(cfg, c->key_pem, crts[0], err, errlen)) ||
 	    (c->ca_pem && (rc = import_crts(cfg->client_ca_file, c->ca_pem, &cas, &ncas, err, errlen))))

@@ -39,6 +39,11 @@ struct tls_creds {
  * *out, or -errno / -EINVAL with err "file: message". */
 int tls_creds_load(const struct api_tls_config *cfg, struct tls_creds **out, char *err, size_t errlen);
 void tls_creds_free(struct tls_creds *c);  /* accepts NULL */
+/* One PEM file as a NUL-terminated string (malloc'd into *out): a regular
+ * file of at most TLS_MAX_FILE bytes without NUL bytes; with is_key, one
+ * that group and others cannot access. 0 or -errno with err "file: why".
+ * (The One Shield client reads its CA and client certificate with it.) */
+int tls_read_pem(const char *path, bool is_key, char **out, char *err, size_t errlen);
 /* Same files' content (both NULL counts as equal). */
 bool tls_creds_equal(const struct tls_creds *a, const struct tls_creds *b);
 

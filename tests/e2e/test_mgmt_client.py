@@ -6,6 +6,7 @@ paths (config apply end to end). Every wait is a poll with a deadline."""
 import hashlib
 import os
 import signal
+import shutil
 import stat
 
 import pytest
@@ -345,3 +346,85 @@ def test_spool_dir_is_private(tmp_path, servers, agents):
     st = os.stat(f"{tmp_path}/state")
     assert stat.S_IMODE(st.st_mode) == 0o700
     assert stat.S_IMODE(os.stat(f"{tmp_path}/state/events").st_mode) == 0o700
+
+
+# ---- TLS to the management plane (issue 8 §2: the One Shield client) ----
+
+from test_tls import pki  # noqa: E402,F401 (the session fixture: CA, server and client certificates)
+
+
+def tls_yaml(pki, **kw):
+    lines = ["  tls:"]
+    for k, v in kw.items():
+        lines.append(f"    {k}: {v}")
+    return "\n".join(lines) + "\n"
+
+
+def tls_server(servers, tmp_path, pki, mtls=False, name="server"):
+    args = ["--tls-cert", pki.path("server.pem"), "--tls-key", pki.path("server.key")]
+    if mtls:
+        args += ["--tls-client-ca", pki.path("ca.pem")]
+    return servers(tmp_path, *args, name=name)
+
+
+def test_tls_verified_server(tmp_path, servers, agents, pki):
+    srv = tls_server(servers, tmp_path, pki)
+    port = int(srv.target.rsplit(":", 1)[1])
+    a = agents(tmp_path, agent_yaml(extra=oneshield_yaml(tmp_path, port) + tls_yaml(pki, ca_file=pki.path("ca.pem"))))
+    aid = wait_connected(a)["agent_id"]
+    srv.wait_agent(aid, lambda x: x["events_received"] >= 1, "events over TLS")
+
+
+def test_tls_untrusted_server_is_refused(tmp_path, servers, agents, pki):
+    srv = tls_server(servers, tmp_path, pki)
+    port = int(srv.target.rsplit(":", 1)[1])
+    # trusting another CA: the handshake fails, nothing is sent, the reason is logged once
+    a = agents(tmp_path, agent_yaml(extra=oneshield_yaml(tmp_path, port) +
+                                    tls_yaml(pki, ca_file=pki.path("other_ca.pem"))))
+    a.log.wait_line(r"oneshield: cannot connect to 127\.0\.0\.1:\d+ \(status 14: .*[Hh]andshake")
+    s = wait_for(lambda: (lambda x: x if x["attempts"] >= 2 else None)(status(a)), what="more attempts")
+    assert not s["connected"] and s["connects"] == 0
+    assert srv.agents() == []
+
+
+def test_tls_server_name_must_match(tmp_path, servers, agents, pki):
+    srv = tls_server(servers, tmp_path, pki)
+    port = int(srv.target.rsplit(":", 1)[1])
+    a = agents(tmp_path, agent_yaml(extra=oneshield_yaml(tmp_path, port) +
+                                    tls_yaml(pki, ca_file=pki.path("ca.pem"), server_name="oneshield.example")))
+    a.log.wait_line(r"oneshield: cannot connect to 127\.0\.0\.1:\d+ \(status 14")
+    assert srv.agents() == [] and not status(a)["connected"]
+    # the name the certificate carries works
+    text = open(a.config_path).read().replace("oneshield.example", "localhost")
+    with open(a.config_path, "w") as f:
+        f.write(text)
+    a.proc.send_signal(signal.SIGHUP)
+    aid = wait_connected(a)["agent_id"]
+    srv.wait_agent(aid, lambda x: x["events_received"] >= 1, "events after the name fix")
+
+
+def test_mtls_client_certificate(tmp_path, servers, agents, pki):
+    srv = tls_server(servers, tmp_path, pki, mtls=True)
+    port = int(srv.target.rsplit(":", 1)[1])
+    # without a client certificate: refused in the handshake
+    a = agents(tmp_path, agent_yaml(extra=oneshield_yaml(tmp_path, port) + tls_yaml(pki, ca_file=pki.path("ca.pem"))))
+    a.log.wait_line(r"oneshield: cannot connect to 127\.0\.0\.1:\d+ \(status 14")
+    assert srv.agents() == []
+    a.stop()
+    # with one from the trusted CA: connected
+    b = agents(tmp_path, agent_yaml(extra=oneshield_yaml(tmp_path, port) + tls_yaml(
+        pki, ca_file=pki.path("ca.pem"), cert_file=pki.path("client.pem"), key_file=pki.path("client.key"))))
+    aid = wait_connected(b)["agent_id"]
+    srv.wait_agent(aid, lambda x: x["events_received"] >= 1, "events over mTLS")
+
+
+def test_tls_key_readable_by_others_is_refused(tmp_path, servers, agents, pki):
+    srv = tls_server(servers, tmp_path, pki, mtls=True)
+    port = int(srv.target.rsplit(":", 1)[1])
+    key = os.path.join(str(tmp_path), "client.key")
+    shutil.copy(pki.path("client.key"), key)
+    os.chmod(key, 0o644)
+    a = agents(tmp_path, agent_yaml(extra=oneshield_yaml(tmp_path, port) + tls_yaml(
+        pki, ca_file=pki.path("ca.pem"), cert_file=pki.path("client.pem"), key_file=key)))
+    a.log.wait_line(r"oneshield: TLS: \S+client\.key: permissions 0644 are too open")
+    assert "too open" in status(a)["last_error"] and srv.agents() == []

@@ -186,6 +186,18 @@ static void test_oneshield_section(void **state)
 	assert_int_equal(c->oneshield.spool_max_bytes, 1u << 20);
 	assert_int_equal(c->oneshield.retry_max_ms, 120000);
 	config_free(c);
+	assert_false(c->oneshield.tls.enabled);
+	config_free(c);
+	c = parse_ok("oneshield:\n  address: h:1\n  tls:\n    ca_file: /ca.pem\n    server_name: shield\n");
+	assert_true(c->oneshield.tls.enabled);
+	assert_string_equal(c->oneshield.tls.ca_file, "/ca.pem");
+	assert_string_equal(c->oneshield.tls.server_name, "shield");
+	assert_null(c->oneshield.tls.cert_file);
+	config_free(c);
+	c = parse_ok("oneshield:\n  address: h:1\n  tls: { enabled: true }\n");
+	assert_true(c->oneshield.tls.enabled);
+	assert_null(c->oneshield.tls.ca_file);
+	config_free(c);
 	c = parse_ok("oneshield:\n  address: unix:/run/shield.sock\n");
 	assert_string_equal(c->oneshield.address, "unix:/run/shield.sock");
 	config_free(c);
@@ -264,6 +276,9 @@ static const struct err_case err_cases[] = {
 	E("oneshield_token_relative", "oneshield:\n  token_file: token\n", 2, "absolute"),
 	E("oneshield_spool_small", "oneshield:\n  spool_max_bytes: 1KiB\n", 2, "spool_max_bytes"),
 	E("oneshield_interval_small", "oneshield:\n  report_interval: 100ms\n", 2, "report_interval"),
+	E("oneshield_tls_cert_without_key", "oneshield:\n  address: h:1\n  tls:\n    cert_file: /c.pem\n", 1,
+	  "oneshield.tls: cert_file and key_file go together"),
+	E("oneshield_tls_relative_ca", "oneshield:\n  tls:\n    ca_file: ca.pem\n", 3, "absolute"),
 	E("oneshield_unknown_key", "oneshield:\n  adress: h:1\n", 2, "unknown key \"adress\" in oneshield"),
 	/* unknown keys */
 	E("unknown_top_key", "api: {}\nmetrics: {}\nonepanle:\n  binary: /x\n", 3,
