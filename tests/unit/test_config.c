@@ -185,7 +185,6 @@ static void test_oneshield_section(void **state)
 	assert_string_equal(c->oneshield.spool_dir, "/var/spool/os");
 	assert_int_equal(c->oneshield.spool_max_bytes, 1u << 20);
 	assert_int_equal(c->oneshield.retry_max_ms, 120000);
-	config_free(c);
 	assert_false(c->oneshield.tls.enabled);
 	config_free(c);
 	c = parse_ok("oneshield:\n  address: h:1\n  tls:\n    ca_file: /ca.pem\n    server_name: shield\n");
