@@ -1,13 +1,16 @@
 /* Finding and loading the gRPC plugin (see grpc_server.h for why it is one).
  *
  * The plugin is code run as root, so it is loaded only from a file owned by
- * root (or by the agent's user) that nobody else can write: the file named by
+ * root (or by the agent's user) that nobody else can write, and the file
+ * checked is the file loaded (opened once, without following a symlink,
+ * checked with fstat, loaded through /proc/self/fd): the file named by
  * $ONESHIELD_GRPC_PLUGIN when set, else the first of "next to the agent's
  * executable" and /usr/lib/oneshield-agent/. */
 #include "grpc_server.h"
 
 #include <cjson/cJSON.h>
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
@@ -26,18 +29,25 @@
 static const struct grpc_plugin_ops *ops;
 static void *handle;
 
-static int trusted(const char *path, char *why, size_t whylen)
+/* Opens path and checks the file it got (not the name: a file swapped in
+ * between a check and dlopen would be loaded unchecked). Returns the fd, or
+ * -errno with why filled. The caller dlopens /proc/self/fd/N. */
+static int open_trusted(const char *path, char *why, size_t whylen)
 {
 	struct stat st;
-	if (stat(path, &st) < 0) {
-		snprintf(why, whylen, "%.512s: %s", path, strerror(errno));
-		return -errno;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		int e = errno;
+		snprintf(why, whylen, "%.512s: %s", path, e == ELOOP ? "a symbolic link" : strerror(e));
+		return -e;
 	}
-	if (!S_ISREG(st.st_mode) || (st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022)) {
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_uid != 0 && st.st_uid != geteuid()) ||
+	    (st.st_mode & 022)) {
 		snprintf(why, whylen, "%.512s: not a regular file owned by root and writable only by its owner", path);
+		close(fd);
 		return -EPERM;
 	}
-	return 0;
+	return fd;
 }
 
 static int load(char *err, size_t errlen)
@@ -60,9 +70,13 @@ static int load(char *err, size_t errlen)
 
 	char why[2048] = "";
 	for (int i = 0; i < n; i++) {
-		if (trusted(cand[i], why, sizeof(why)))
+		int fd = open_trusted(cand[i], why, sizeof(why));
+		if (fd < 0)
 			continue;
-		void *h = dlopen(cand[i], RTLD_NOW | RTLD_LOCAL);
+		char fdpath[64];
+		snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+		void *h = dlopen(fdpath, RTLD_NOW | RTLD_LOCAL);
+		close(fd); /* the mapping stays */
 		if (!h) {
 			snprintf(why, sizeof(why), "%.1024s", dlerror());
 			continue;

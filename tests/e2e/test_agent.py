@@ -324,6 +324,13 @@ def test_grpc_plugin_must_be_trusted(tmp_path):
     env["ONESHIELD_GRPC_PLUGIN"] = str(tmp_path / "missing.so")
     r = subprocess.run([AGENT_BIN, "-c", str(cfg)], capture_output=True, text=True, env=env, timeout=30)
     assert r.returncode == 1 and "missing.so" in r.stderr
+    # a symbolic link, even to the good plugin, is not followed: what is
+    # checked is what is loaded (the link could be switched in between)
+    link = tmp_path / "link.so"
+    os.symlink(plugin, link)
+    env["ONESHIELD_GRPC_PLUGIN"] = str(link)
+    r = subprocess.run([AGENT_BIN, "-c", str(cfg)], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 1 and "link.so: a symbolic link" in r.stderr
 
 
 def test_first_snapshot_already_shows_running_onepanel(tmp_path, sim, agents):
