@@ -1124,6 +1124,13 @@ static void note_lost(struct mgmt *m, uint64_t from, uint64_t to)
 	m->journal_lost += to - from + 1;
 }
 
+/* The journal seq up to which this agent process has handed events to a
+ * spool. The plugin stays loaded for the process's life, so this outlives
+ * a client restarted by a reload and keeps the new one from spooling the
+ * same events again. (A reload that moves spool_dir starts the new spool at
+ * the reload: the old events stay in the old spool.) */
+static uint64_t journal_spooled;
+
 static void spool_from_journal(struct mgmt *m)
 {
 	const struct event *e;
@@ -1131,9 +1138,11 @@ static void spool_from_journal(struct mgmt *m)
 	while (journal_next(m->a->journal, &m->jcur, &e, &marker) > 0) {
 		if (marker) {
 			note_lost(m, marker->lost_from, marker->lost_to);
+			journal_spooled = marker->lost_to;
 			event_free(marker);
 			continue;
 		}
+		journal_spooled = e->seq;
 		if (m->jlost_from) {
 			struct event *lm = event_lost_marker(m->jlost_from, m->jlost_to);
 			if (lm && !spool_event(m, lm))
@@ -1269,8 +1278,9 @@ int mgmt_plugin_start(struct agent *a, struct mgmt **out, char *err, size_t errl
 		snprintf(err, errlen, "oneshield: spool: %s", serr);
 		goto fail;
 	}
-	/* every event of this run, including those journaled before we started */
-	journal_cursor_init(a->journal, &m->jcur, 0, 0);
+	/* every event of this run, including those journaled before we started;
+	 * a client restarted by SIGHUP goes on where the previous one stopped */
+	journal_cursor_init(a->journal, &m->jcur, journal_spooled, 0);
 	spool_from_journal(m);
 	if (journal_add_listener(a->journal, on_event, m)) {
 		snprintf(err, errlen, "oneshield: out of memory");

@@ -330,6 +330,9 @@ def test_sighup_moves_to_another_server(tmp_path, servers, agents):
     s2.wait_agent(aid, lambda x: x["events_received"] >= 1, "events at the new server")
     types = [e["event"]["type"] for e in all_events(s2, aid)]
     assert "AGENT_CONFIG_RELOADED_MESSAGE" in types
+    # the restarted client did not spool this run's events a second time
+    jseqs = [e["event"]["seq"] for s in (s1, s2) for e in all_events(s, aid)]
+    assert len(jseqs) == len(set(jseqs)), jseqs
 
 
 def test_no_address_means_off(tmp_path, agents):
