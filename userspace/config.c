@@ -698,12 +698,18 @@ static const struct key ebpf_keys[] = {
 };
 static const struct table ebpf_table = { ebpf_keys, ARRAY_SIZE(ebpf_keys), NULL };
 
+static const struct key security_keys[] = {
+	{ .name = "drop_capabilities", .kind = K_BOOL, .off = OFF(security.drop_capabilities) },
+};
+static const struct table security_table = { security_keys, ARRAY_SIZE(security_keys), NULL };
+
 static const struct key top_keys[] = {
 	{ .name = "onepanel", .kind = K_SECTION, .sub = &onepanel_table },
 	{ .name = "api", .kind = K_SECTION, .sub = &api_table },
 	{ .name = "metrics", .kind = K_SECTION, .sub = &metrics_table },
 	{ .name = "events", .kind = K_SECTION, .sub = &events_table },
 	{ .name = "ebpf", .kind = K_SECTION, .sub = &ebpf_table },
+	{ .name = "security", .kind = K_SECTION, .sub = &security_table },
 };
 static const struct table top_table = { top_keys, ARRAY_SIZE(top_keys), NULL };
 
@@ -730,6 +736,7 @@ struct agent_config *config_default(void)
 	c->ebpf.enabled = true;
 	c->ebpf.scheduler_delay = true;
 	c->ebpf.syscall_probe_max_ms = 300000;
+	c->security.drop_capabilities = true;
 	if (!c->api.rest_listen || !c->api.grpc_listen) {
 		config_free(c);
 		return NULL;

@@ -76,6 +76,12 @@ struct ebpf_config {
 	bool syscall_probe_always_on; /* default false: attach only during an investigation */
 };
 
+/* Least privilege (privs.h). Read at start only: a dropped capability
+ * cannot come back, so a SIGHUP change takes effect at the next start. */
+struct security_config {
+	bool drop_capabilities;       /* default true; false keeps every capability (debugging) */
+};
+
 struct agent_config {
 	char *path;              /* the file it was loaded from (or the name given to config_parse) */
 	struct onepanel_config onepanel;
@@ -83,6 +89,7 @@ struct agent_config {
 	struct metrics_config metrics;
 	struct events_config events;
 	struct ebpf_config ebpf;
+	struct security_config security;
 };
 
 /* 0 on success (*out set); -errno / -EINVAL with err filled ("file:line: message"). */

@@ -33,6 +33,7 @@
 #include "probes.h"
 #include "logwatch.h"
 #include "grpc_server.h"
+#include "privs.h"
 
 #define DRAIN_MS 2000
 
@@ -102,6 +103,34 @@ static int start_grpc(const struct agent_config *c, struct grpc_api **out)
 	return r;
 }
 
+/* Keep only privs.h's set once everything that needs more is open: the BPF
+ * programs, the proc connector, the log files, the REST listener. It runs
+ * before the gRPC plugin starts its threads, since capabilities belong to a
+ * thread. Fails closed: 0, or -1 when the agent would still hold a
+ * capability outside the kept set or no_new_privs is not set. A bounding set
+ * that cannot shrink (no CAP_SETPCAP: not root) is only a warning. */
+static int drop_privileges(const struct agent_config *c)
+{
+	char err[256], kept[512], bnd[512];
+	struct privs_state st;
+	if (!c->security.drop_capabilities) {
+		log_warn("capabilities: all kept (security.drop_capabilities is false)");
+		return 0;
+	}
+	int rc = privs_drop(PRIVS_KEEP, &st, err, sizeof(err));
+	if ((st.permitted & ~PRIVS_KEEP) || (st.effective & ~PRIVS_KEEP) || st.ambient || !st.no_new_privs) {
+		privs_format(PRIVS_KEEP, kept, sizeof(kept));
+		log_error("capabilities: cannot drop them (%s); refusing to run with more than %s", err, kept);
+		return -1;
+	}
+	privs_format(st.effective, kept, sizeof(kept));
+	privs_format(st.bounding, bnd, sizeof(bnd));
+	if (rc)
+		log_warn("capabilities: %s", err);
+	log_info("capabilities: kept %s; bounding set %s; no_new_privs", kept, bnd);
+	return 0;
+}
+
 static bool same_str(const char *a, const char *b)
 {
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
@@ -147,6 +176,8 @@ static void reload_config(void)
 	}
 	if (nc->events.journal_size != A.cfg->events.journal_size)
 		log_warn("config reload: events.journal_size takes effect at the next start");
+	if (nc->security.drop_capabilities != A.cfg->security.drop_capabilities)
+		log_warn("config reload: security.drop_capabilities takes effect at the next start");
 	onepanel_reconfigure(A.onepanel, &nc->onepanel, &nc->ebpf);
 	A.mode = onepanel_mode(A.onepanel);
 	probes_reconfigure(A.probes, &nc->ebpf);
@@ -277,7 +308,7 @@ int main(int argc, char **argv)
 	if (!A.probes || !A.logs)
 		return 1;
 	agent_collect(&A);
-	if (start_rest(A.cfg, &A.rest) || start_grpc(A.cfg, &A.grpc)) {
+	if (start_rest(A.cfg, &A.rest) || drop_privileges(A.cfg) || start_grpc(A.cfg, &A.grpc)) {
 		exit_code = 1;
 		goto out;
 	}

@@ -162,6 +162,21 @@ static void test_ebpf_section(void **state)
 	config_free(c);
 }
 
+static void test_security_section(void **state)
+{
+	struct agent_config *c;
+	(void)state;
+	c = parse_ok("api: {}\n");
+	assert_true(c->security.drop_capabilities);
+	config_free(c);
+	c = parse_ok("security:\n  drop_capabilities: false\n");
+	assert_false(c->security.drop_capabilities);
+	config_free(c);
+	c = config_default();
+	assert_true(c->security.drop_capabilities);
+	config_free(c);
+}
+
 static void test_onepanel_variants(void **state)
 {
 	struct agent_config *c;
@@ -346,6 +361,11 @@ static const struct err_case err_cases[] = {
 	E("ebpf_probe_max_short", "ebpf:\n  syscall_probe_max_duration: 500ms\n", 2,
 	  "ebpf.syscall_probe_max_duration: \"500ms\" is out of range"),
 	E("ebpf_probe_max_long", "ebpf:\n  syscall_probe_max_duration: 25h\n", 2, "is out of range"),
+	/* security */
+	E("security_drop_word", "security:\n  drop_capabilities: sometimes\n", 2, "security.drop_capabilities"),
+	E("security_drop_list", "security:\n  drop_capabilities: [cap_kill]\n", 2, "security.drop_capabilities"),
+	E("security_unknown_key", "security:\n  keep: [cap_sys_admin]\n", 2, "keep"),
+	E("security_not_mapping", "security: true\n", 1, "security"),
 	/* documents */
 	E("empty_file", "", 1, "empty configuration"),
 	E("comments_only", "# nothing here\n# at all\n", 1, "empty configuration"),
@@ -875,6 +895,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_onepanel_variants),
 		cmocka_unit_test(test_ebpf_section),
+		cmocka_unit_test(test_security_section),
 		cmocka_unit_test(test_err_too_big),
 		cmocka_unit_test(test_err_nul_in_text),
 		cmocka_unit_test(test_err_deep_nesting),
