@@ -100,16 +100,17 @@ static void test_read_matches_proc(void **state)
 	(void)state;
 	assert_int_equal(privs_read(&st), 0);
 	read_status(buf, sizeof(buf));
-	assert_int_equal(privs_status_value(buf, "CapEff", 16, &v), 0);
-	assert_int_equal(v, st.effective);
-	assert_int_equal(privs_status_value(buf, "CapPrm", 16, &v), 0);
-	assert_int_equal(v, st.permitted);
-	assert_int_equal(privs_status_value(buf, "CapInh", 16, &v), 0);
-	assert_int_equal(v, st.inheritable);
-	assert_int_equal(privs_status_value(buf, "CapBnd", 16, &v), 0);
-	assert_int_equal(v, st.bounding);
-	assert_int_equal(privs_status_value(buf, "CapAmb", 16, &v), 0);
-	assert_int_equal(v, st.ambient);
+	const struct {
+		const char *field;
+		uint64_t want;
+	} f[] = {
+		{ "CapEff", st.effective }, { "CapPrm", st.permitted }, { "CapInh", st.inheritable },
+		{ "CapBnd", st.bounding },  { "CapAmb", st.ambient },
+	};
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		assert_int_equal(privs_status_value(buf, f[i].field, 16, &v), 0);
+		assert_int_equal(v, f[i].want);
+	}
 	assert_int_equal(privs_status_value(buf, "NoNewPrivs", 10, &v), 0);
 	assert_int_equal(v, st.no_new_privs);
 }
