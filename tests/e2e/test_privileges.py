@@ -34,7 +34,7 @@ from unittest import mock
 import pytest
 
 from conftest import AGENT_BIN, DEADLINE, EXPECT_MODE, FORCE_PROCFS, SIM_BIN, LogFile, agent_yaml, have, wait_for
-from test_config_apply import ConfSim, apply, onepanel_cfg, write_script, yq
+from test_config_apply import ConfSim, apply, onepanel_cfg, sims, write_script, yq  # noqa: F401 (sims: fixture)
 
 # userspace/privs.h, PRIVS_KEEP
 KEPT = ["cap_chown", "cap_dac_override", "cap_fowner", "cap_kill", "cap_net_bind_service", "cap_sys_ptrace",
@@ -80,14 +80,14 @@ def status(a):
 # ---------------------------------------------------------------- the kept set
 
 @pytest.mark.parametrize("mode", ["ebpf", "procfs"])
-def test_every_thread_keeps_exactly_the_documented_set(tmp_path, agents, monkeypatch, mode):
+def test_every_thread_keeps_exactly_the_documented_set(tmp_path, sims, agents, monkeypatch, mode):
     if mode == "procfs":
         monkeypatch.setenv("ONESHIELD_FORCE_PROCFS", "1")
     elif FORCE_PROCFS:
         pytest.skip("eBPF is forced off by the environment")
     mine = my_caps()
     assert mine["CapEff"] & (1 << CAP_SETPCAP), "the test needs to run as root"
-    sim = ConfSim(tmp_path)
+    sim = sims(tmp_path)
     sim.start()
     a = agents(tmp_path, agent_yaml(onepanel_cfg(sim), grpc=True))
     a.wait_event("ONEPANEL_FOUND_MESSAGE", pred=lambda e: e["pid"] == sim.pid)
@@ -139,13 +139,13 @@ def test_drop_setting_takes_effect_at_next_start_only(tmp_path, agents):
 
 # ---------------------------------------------------------------- eBPF after the drop
 
-def test_investigation_and_sighup_reload_bpf_after_the_drop(tmp_path, agents):
+def test_investigation_and_sighup_reload_bpf_after_the_drop(tmp_path, sims, agents):
     """An investigation loads and attaches its programs after the drop; a
     SIGHUP turns the scheduler-delay programs off and on again, and a changed
     onepanel identity reopens the process-event programs."""
     if FORCE_PROCFS:
         pytest.skip("eBPF is forced off by the environment")
-    sim = ConfSim(tmp_path, access_rate=50)
+    sim = sims(tmp_path, access_rate=50)
     sim.start()
     cfg = onepanel_cfg(sim)
     a = agents(tmp_path, agent_yaml(cfg))
@@ -189,12 +189,12 @@ def test_investigation_and_sighup_reload_bpf_after_the_drop(tmp_path, agents):
     assert found["fields"]["tracking"] == "ebpf"
 
 
-def test_sighup_keeps_the_proc_connector(tmp_path, agents, monkeypatch):
+def test_sighup_keeps_the_proc_connector(tmp_path, sims, agents, monkeypatch):
     """procfs mode: a changed identity looks for onepanel again through the
     connector bound before the drop (opening one needs CAP_NET_ADMIN on
     kernels before 6.6), not through /proc rescans."""
     monkeypatch.setenv("ONESHIELD_FORCE_PROCFS", "1")
-    sim = ConfSim(tmp_path)
+    sim = sims(tmp_path)
     sim.start()
     cfg = onepanel_cfg(sim)
     a = agents(tmp_path, agent_yaml(cfg))
@@ -219,8 +219,8 @@ def test_sighup_keeps_the_proc_connector(tmp_path, agents, monkeypatch):
 
 # ---------------------------------------------------------------- the validator's view
 
-def test_validator_sees_clean_env_no_fds_own_group_and_kept_caps(tmp_path, agents):
-    sim = ConfSim(tmp_path)
+def test_validator_sees_clean_env_no_fds_own_group_and_kept_caps(tmp_path, sims, agents):
+    sim = sims(tmp_path)
     sim.start()
     out = tmp_path / "seen"
     out.mkdir()
