@@ -896,3 +896,15 @@ void rest_stop(struct rest *r)
 	}
 	free(r);
 }
+
+/* ---- fuzzing hook (tests/fuzz/fuzz_http.c) ---- */
+
+int rest_add_connection(struct rest *r, int fd)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	/* MHD owns fd from here, also when this fails */
+	if (MHD_add_connection(r->d, fd, (struct sockaddr *)&sin, sizeof(sin)) != MHD_YES)
+		return -ECONNREFUSED;
+	r->need_run = true;
+	return 0;
+}

@@ -22,5 +22,9 @@ void rest_begin_shutdown(struct rest *r);
 size_t rest_sse_clients(const struct rest *r);
 void rest_stop(struct rest *r);                       /* accepts NULL */
 unsigned short rest_port(const struct rest *r);
+/* Serve a connected stream socket as if accepted from 127.0.0.1 (the HTTP
+ * fuzz target feeds requests through a socketpair). Takes fd, also on
+ * failure; 0 or -ECONNREFUSED. */
+int rest_add_connection(struct rest *r, int fd);
 
 #endif
