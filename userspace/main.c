@@ -37,20 +37,43 @@
 
 #define DRAIN_MS 2000
 
+/* Every flag getopt_long takes below and every variable of the
+ * environment the agent reads (tests/e2e/test_agent.py checks both against
+ * the source, and the man page against this text). */
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: oneshield-agent [-c FILE] [-t] [-v] [--version] [--help]\n"
+		"usage: oneshield-agent [-c FILE] [-t] [-v]\n"
+		"       oneshield-agent --version | --help\n"
 		"\n"
 		"  -c, --config FILE   agent configuration (default %s;\n"
-		"                      when that default is absent, built-in defaults are used)\n"
-		"  -t, --test          check the configuration and exit (0 = valid)\n"
+		"                      when that default is absent, built-in defaults are used;\n"
+		"                      a file named with -c must exist)\n"
+		"  -t, --test          check the configuration and exit: 0 when valid, else 1\n"
+		"                      with the problem printed as file:line: message\n"
 		"  -v, --verbose       debug logging\n"
 		"      --version       print the version and exit\n"
 		"  -h, --help          this text\n"
 		"\n"
 		"Signals: TERM/INT shut down cleanly (exit 0); HUP reloads the configuration\n"
-		"(the running one stays if the new one is invalid).\n",
+		"(the running one stays if the new one is invalid).\n"
+		"\n"
+		"Environment:\n"
+		"  ONESHIELD_FORCE_PROCFS=1       procfs mode, as ebpf.enabled: false\n"
+		"  ONESHIELD_NO_PROC_CONNECTOR=1  procfs mode rescans /proc instead of using the\n"
+		"                                 netlink proc connector (diagnostics, tests)\n"
+		"  ONESHIELD_GRPC_PLUGIN=PATH     the gRPC plugin to load (a root-owned file that\n"
+		"                                 no one else can write) instead of the search\n"
+		"  ONESHIELD_TEST_EVENTS=1        enables POST /v1/test/events (tests, benchmarks)\n"
+		"  JOURNAL_STREAM                 set by systemd: log lines carry journal priorities\n"
+		"\n"
+		"Privileges: started as root, the agent keeps only CAP_CHOWN, CAP_DAC_OVERRIDE,\n"
+		"CAP_FOWNER, CAP_KILL, CAP_NET_BIND_SERVICE, CAP_SYS_PTRACE, CAP_PERFMON and\n"
+		"CAP_BPF once its programs, sockets and files are open, and sets no_new_privs\n"
+		"(security.drop_capabilities: false keeps everything, for debugging).\n"
+		"\n"
+		"Exit status: 0 clean shutdown, valid configuration (-t), --version, --help;\n"
+		"1 configuration refused or start-up failed; 2 bad command line.\n",
 		CONFIG_DEFAULT_PATH);
 }
 
