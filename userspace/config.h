@@ -51,11 +51,27 @@ struct onepanel_config {
 	size_t n_error_logs;
 };
 
+/* api.limits: bounds on what one request or peer may use (issue 8 §4). A
+ * request over one gets a JSON error and changes nothing. */
+struct api_limits {
+	size_t max_header_bytes;      /* REST: names + values of the request's headers; default 16 KiB,
+	                               * 1 KiB..1 MiB; 431 beyond */
+	size_t max_body_bytes;        /* REST bodies but a config apply's (sized from onepanel.max_*);
+	                               * default 64 KiB, 1 KiB..16 MiB; 413 beyond */
+	size_t max_json_depth;        /* nesting of a REST JSON body; default 32, 2..1000; 400 beyond */
+	size_t max_connections_per_peer; /* REST connections from one address; default 64, 1..10000;
+	                                  * more are closed at accept */
+	size_t applies_per_minute;    /* config applies started (REST and gRPC) in any 60 s; default 30,
+	                               * 1..10000; 429 / RESOURCE_EXHAUSTED beyond */
+	size_t grpc_max_message_bytes;/* gRPC request size; default 1 MiB, 4 KiB..64 MiB; RESOURCE_EXHAUSTED */
+};
+
 struct api_config {
 	char *rest_listen;       /* "host:port", "[v6]:port"; default 127.0.0.1:9440; "" or "off" disables */
 	char *grpc_listen;       /* default 127.0.0.1:9441; "" or "off" disables */
 	size_t max_sse_clients;  /* default 64, 1..10000 */
 	size_t max_subscribers;  /* gRPC Subscribe streams; default 256, 1..10000 */
+	struct api_limits limits;
 };
 
 struct metrics_config {

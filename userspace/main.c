@@ -104,7 +104,7 @@ static int start_rest(const struct agent_config *c, struct rest **out)
 	*out = NULL;
 	if (!c->api.rest_listen)
 		return 0;
-	int r = rest_start(&A, c->api.rest_listen, c->api.max_sse_clients, out, err, sizeof(err));
+	int r = rest_start(&A, c->api.rest_listen, c->api.max_sse_clients, &c->api.limits, out, err, sizeof(err));
 	if (r)
 		log_error("rest: %s", err);
 	else
@@ -178,7 +178,8 @@ static void reload_config(void)
 		return;
 	}
 	if (!same_str(nc->api.rest_listen, A.cfg->api.rest_listen) ||
-	    nc->api.max_sse_clients != A.cfg->api.max_sse_clients) {
+	    nc->api.max_sse_clients != A.cfg->api.max_sse_clients ||
+	    memcmp(&nc->api.limits, &A.cfg->api.limits, sizeof(nc->api.limits)) != 0) {
 		struct rest *nr = NULL;
 		/* Stop the old listener first: the new one may want the same port. */
 		rest_begin_shutdown(A.rest);
@@ -199,6 +200,8 @@ static void reload_config(void)
 	}
 	if (nc->events.journal_size != A.cfg->events.journal_size)
 		log_warn("config reload: events.journal_size takes effect at the next start");
+	if (nc->api.limits.grpc_max_message_bytes != A.cfg->api.limits.grpc_max_message_bytes)
+		log_warn("config reload: api.limits.grpc_max_message_bytes takes effect at the next start");
 	if (nc->security.drop_capabilities != A.cfg->security.drop_capabilities)
 		log_warn("config reload: security.drop_capabilities takes effect at the next start");
 	onepanel_reconfigure(A.onepanel, &nc->onepanel, &nc->ebpf);

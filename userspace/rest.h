@@ -13,10 +13,13 @@
 #include <stddef.h>
 
 struct agent;
+struct api_limits;
 struct rest;
 
-/* listen: "host:port" (numeric host). 0 or -errno with err filled. */
-int rest_start(struct agent *a, const char *listen, size_t max_sse, struct rest **out, char *err, size_t errlen);
+/* listen: "host:port" (numeric host); lim (copied) bounds each request and
+ * peer. 0 or -errno with err filled. */
+int rest_start(struct agent *a, const char *listen, size_t max_sse, const struct api_limits *lim, struct rest **out,
+	       char *err, size_t errlen);
 /* Streams deliver what is left (e.g. AGENT_STOP_MESSAGE) and then end. */
 void rest_begin_shutdown(struct rest *r);
 size_t rest_sse_clients(const struct rest *r);

@@ -115,7 +115,7 @@ static void setup(void)
 		die("agent");
 	for (int i = 0; i < 20 && !R; i++) {
 		snprintf(listen, sizeof(listen), "127.0.0.1:%u", free_port());
-		rest_start(&A, listen, A.cfg->api.max_sse_clients, &R, err, sizeof(err));
+		rest_start(&A, listen, A.cfg->api.max_sse_clients, &A.cfg->api.limits, &R, err, sizeof(err));
 	}
 	if (!R)
 		die(err);
