@@ -16,6 +16,7 @@
 #include "probes.h"
 #include "logwatch.h"
 #include "procfs.h"
+#include "privs.h"
 #include "rest.h"
 #include "grpc_server.h"
 
@@ -101,6 +102,23 @@ cJSON *agent_status_json(const struct agent *a)
 	cJSON_AddNumberToObject(m, "collections", (double)a->collections);
 	cJSON_AddNumberToObject(m, "last_collect_seconds", a->last_collect_seconds);
 	cJSON_AddNumberToObject(m, "series", a->snapshot ? (double)metrics_sample_count(a->snapshot) : 0);
+
+	/* read back from the kernel, not remembered: what the agent holds now */
+	struct privs_state ps;
+	if (privs_read(&ps) == 0) {
+		char num[16];
+		cJSON *sec = cJSON_AddObjectToObject(o, "security");
+		cJSON_AddBoolToObject(sec, "drop_capabilities", a->cfg->security.drop_capabilities);
+		cJSON *caps = cJSON_AddArrayToObject(sec, "capabilities");
+		cJSON *bnd = cJSON_AddArrayToObject(sec, "bounding_set");
+		for (int cap = 0; cap < 64; cap++) {
+			if (ps.effective & PRIVS_BIT(cap))
+				cJSON_AddItemToArray(caps, cJSON_CreateString(privs_cap_name(cap, num, sizeof(num))));
+			if (ps.bounding & PRIVS_BIT(cap))
+				cJSON_AddItemToArray(bnd, cJSON_CreateString(privs_cap_name(cap, num, sizeof(num))));
+		}
+		cJSON_AddBoolToObject(sec, "no_new_privs", ps.no_new_privs);
+	}
 
 	cJSON *api = cJSON_AddObjectToObject(o, "api");
 	cJSON_AddStringToObject(api, "rest_listen", a->cfg->api.rest_listen ? a->cfg->api.rest_listen : "off");

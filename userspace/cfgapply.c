@@ -47,8 +47,15 @@
 
 enum phase { P_IDLE, P_VALIDATING, P_VERIFYING, P_ROLLBACK };
 
+/* api.limits.applies_per_minute: start times (ms) of the applies of the
+ * last minute, oldest first, in a ring as long as the largest limit. */
+#define RATE_WINDOW_MS 60000
+#define RATE_MAX 10000
+
 struct cfgapply {
 	struct agent *a;
+	uint64_t rate_ms[RATE_MAX];
+	size_t rate_head, rate_n;
 	enum phase phase;
 	struct cfgapply_req *req;
 	struct cfgfs_txn *txn;
@@ -922,6 +929,28 @@ static int code_for(int err)
 	}
 }
 
+/* true when limit applies started in the last RATE_WINDOW_MS (*retry_ms:
+ * until the oldest leaves the window); otherwise this one is counted. */
+static bool rate_limited(struct cfgapply *ca, size_t limit, uint64_t *retry_ms)
+{
+	uint64_t now = loop_now_ms();
+	while (ca->rate_n && now - ca->rate_ms[ca->rate_head] >= RATE_WINDOW_MS) {
+		ca->rate_head = (ca->rate_head + 1) % RATE_MAX;
+		ca->rate_n--;
+	}
+	if (limit > RATE_MAX)
+		limit = RATE_MAX;
+	if (ca->rate_n >= limit) {
+		/* the oldest that must leave for one more to fit */
+		size_t i = (ca->rate_head + ca->rate_n - limit) % RATE_MAX;
+		*retry_ms = RATE_WINDOW_MS - (now - ca->rate_ms[i]);
+		return true;
+	}
+	ca->rate_ms[(ca->rate_head + ca->rate_n) % RATE_MAX] = now;
+	ca->rate_n++;
+	return false;
+}
+
 int cfgapply_start(struct cfgapply *ca, struct cfgapply_req *req, cfgapply_done_fn fn, void *arg, cJSON **result,
 		   int *http_status)
 {
@@ -938,6 +967,26 @@ int cfgapply_start(struct cfgapply *ca, struct cfgapply_req *req, cfgapply_done_
 		cfgapply_req_free(req);
 		*result = o;
 		*http_status = 409;
+		return 1;
+	}
+	uint64_t retry_ms = 0;
+	if (rate_limited(ca, ca->a->cfg->api.limits.applies_per_minute, &retry_ms)) {
+		char id[33];
+		size_t limit = ca->a->cfg->api.limits.applies_per_minute;
+		unsigned retry_s = (unsigned)((retry_ms + 999) / 1000);
+		new_id(id);
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "correlation_id", id);
+		cJSON_AddStringToObject(o, "status", "rate_limited");
+		snprintf(err, sizeof(err),
+			 "%zu config applies in the last minute (api.limits.applies_per_minute); retry in %u s; nothing was "
+			 "changed", limit, retry_s);
+		cJSON_AddStringToObject(o, "message", err);
+		cJSON_AddNumberToObject(o, "retry_after_s", retry_s);
+		log_info("audit: config apply %s from %s: rate_limited (refused)", id, req->peer);
+		cfgapply_req_free(req);
+		*result = o;
+		*http_status = 429;
 		return 1;
 	}
 	memset(ca->seqs, 0, sizeof(ca->seqs));

@@ -705,8 +705,23 @@ static const struct key api_tls_keys[] = {
 	{ .name = "client_ca_file", .kind = K_PATH, .off = OFF(api.tls.client_ca_file) },
 };
 static const struct table api_tls_table = { api_tls_keys, ARRAY_SIZE(api_tls_keys), check_api_tls };
+static const struct key api_limits_keys[] = {
+	{ .name = "max_header_bytes", .kind = K_BYTES, .off = OFF(api.limits.max_header_bytes),
+	  .min = 1024, .max = 1u << 20 },
+	{ .name = "max_body_bytes", .kind = K_BYTES, .off = OFF(api.limits.max_body_bytes),
+	  .min = 1024, .max = 16u << 20 },
+	{ .name = "max_json_depth", .kind = K_SIZE, .off = OFF(api.limits.max_json_depth), .min = 2, .max = 1000 },
+	{ .name = "max_connections_per_peer", .kind = K_SIZE, .off = OFF(api.limits.max_connections_per_peer),
+	  .min = 1, .max = 10000 },
+	{ .name = "applies_per_minute", .kind = K_SIZE, .off = OFF(api.limits.applies_per_minute),
+	  .min = 1, .max = 10000 },
+	{ .name = "grpc_max_message_bytes", .kind = K_BYTES, .off = OFF(api.limits.grpc_max_message_bytes),
+	  .min = 4096, .max = 64u << 20 },
+};
+static const struct table api_limits_table = { api_limits_keys, ARRAY_SIZE(api_limits_keys), NULL };
 
 static const struct key api_keys[] = {
+	{ .name = "limits", .kind = K_SECTION, .sub = &api_limits_table },
 	{ .name = "rest_listen", .kind = K_LISTEN, .off = OFF(api.rest_listen) },
 	{ .name = "grpc_listen", .kind = K_LISTEN, .off = OFF(api.grpc_listen) },
 	{ .name = "max_sse_clients", .kind = K_SIZE, .off = OFF(api.max_sse_clients),
@@ -795,6 +810,10 @@ static const struct key oneshield_keys[] = {
 	{ .name = "tls", .kind = K_SECTION, .sub = &oneshield_tls_table },
 };
 static const struct table oneshield_table = { oneshield_keys, ARRAY_SIZE(oneshield_keys), check_oneshield };
+static const struct key security_keys[] = {
+	{ .name = "drop_capabilities", .kind = K_BOOL, .off = OFF(security.drop_capabilities) },
+};
+static const struct table security_table = { security_keys, ARRAY_SIZE(security_keys), NULL };
 
 static const struct key top_keys[] = {
 	{ .name = "onepanel", .kind = K_SECTION, .sub = &onepanel_table },
@@ -803,6 +822,7 @@ static const struct key top_keys[] = {
 	{ .name = "events", .kind = K_SECTION, .sub = &events_table },
 	{ .name = "ebpf", .kind = K_SECTION, .sub = &ebpf_table },
 	{ .name = "oneshield", .kind = K_SECTION, .sub = &oneshield_table },
+	{ .name = "security", .kind = K_SECTION, .sub = &security_table },
 };
 static const struct table top_table = { top_keys, ARRAY_SIZE(top_keys), NULL };
 
@@ -824,6 +844,12 @@ struct agent_config *config_default(void)
 	c->api.grpc_listen = strdup("127.0.0.1:9441");
 	c->api.max_sse_clients = 64;
 	c->api.max_subscribers = 256;
+	c->api.limits.max_header_bytes = 16u << 10;
+	c->api.limits.max_body_bytes = 64u << 10;
+	c->api.limits.max_json_depth = 32;
+	c->api.limits.max_connections_per_peer = 64;
+	c->api.limits.applies_per_minute = 30;
+	c->api.limits.grpc_max_message_bytes = 1u << 20;
 	c->metrics.interval_ms = 1000;
 	c->events.journal_size = 4096;
 	c->ebpf.enabled = true;
@@ -833,6 +859,7 @@ struct agent_config *config_default(void)
 	c->oneshield.spool_dir = strdup("/var/lib/oneshield-agent");
 	c->oneshield.spool_max_bytes = 64u << 20;
 	c->oneshield.retry_max_ms = 60000;
+	c->security.drop_capabilities = true;
 	if (!c->api.rest_listen || !c->api.grpc_listen || !c->oneshield.spool_dir) {
 		config_free(c);
 		return NULL;

@@ -51,6 +51,21 @@ struct onepanel_config {
 	size_t n_error_logs;
 };
 
+/* api.limits: bounds on what one request or peer may use (issue 8 §4). A
+ * request over one gets a JSON error and changes nothing. */
+struct api_limits {
+	size_t max_header_bytes;      /* REST: names + values of the request's headers; default 16 KiB,
+	                               * 1 KiB..1 MiB; 431 beyond */
+	size_t max_body_bytes;        /* REST bodies but a config apply's (sized from onepanel.max_*);
+	                               * default 64 KiB, 1 KiB..16 MiB; 413 beyond */
+	size_t max_json_depth;        /* nesting of a REST JSON body; default 32, 2..1000; 400 beyond */
+	size_t max_connections_per_peer; /* REST connections from one address; default 64, 1..10000;
+	                                  * more are closed at accept */
+	size_t applies_per_minute;    /* config applies started (REST and gRPC) in any 60 s; default 30,
+	                               * 1..10000; 429 / RESOURCE_EXHAUSTED beyond */
+	size_t grpc_max_message_bytes;/* gRPC request size; default 1 MiB, 4 KiB..64 MiB; RESOURCE_EXHAUSTED */
+};
+
 struct api_config {
 	char *rest_listen;       /* "host:port", "[v6]:port"; default 127.0.0.1:9440; "" or "off" disables */
 	char *grpc_listen;       /* default 127.0.0.1:9441; "" or "off" disables */
@@ -67,6 +82,7 @@ struct api_config {
 	/* A non-loopback listener without TLS is refused unless this says it
 	 * is meant (default false). */
 	bool insecure;
+	struct api_limits limits;
 };
 
 struct metrics_config {
@@ -108,6 +124,12 @@ struct oneshield_config {
 	} tls;
 };
 
+/* Least privilege (privs.h). Read at start only: a dropped capability
+ * cannot come back, so a SIGHUP change takes effect at the next start. */
+struct security_config {
+	bool drop_capabilities;       /* default true; false keeps every capability (debugging) */
+};
+
 struct agent_config {
 	char *path;              /* the file it was loaded from (or the name given to config_parse) */
 	struct onepanel_config onepanel;
@@ -116,6 +138,7 @@ struct agent_config {
 	struct events_config events;
 	struct ebpf_config ebpf;
 	struct oneshield_config oneshield;
+	struct security_config security;
 };
 
 /* 0 on success (*out set); -errno / -EINVAL with err filled ("file:line: message"). */

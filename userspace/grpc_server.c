@@ -70,7 +70,6 @@
 #include "tls.h"
 
 #define PENDING_REQUESTS 8       /* grpc_server_request_call kept armed */
-#define MAX_REQUEST_BYTES (1u << 20)
 #define MIN_STREAM_INTERVAL_MS 100
 #define SHUTDOWN_GRACE_MS 1000
 #define FEED_MAX 1024            /* serialized recent events shared with the pump */
@@ -155,6 +154,7 @@ struct grpc_api {
 	bool pump_started;
 	int port;
 	size_t max_subscribers;
+	size_t max_request;         /* api.limits.grpc_max_message_bytes */
 	size_t nsubscribers, nstreams;
 	bool closing, shutdown_started, shutdown_done;
 	struct tag t_shutdown;
@@ -888,6 +888,7 @@ static grpc_status_code grpc_code(int http)
 	case 404: return GRPC_STATUS_NOT_FOUND;
 	case 409: return GRPC_STATUS_ABORTED;
 	case 413: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	case 429: return GRPC_STATUS_RESOURCE_EXHAUSTED;
 	case 422: return GRPC_STATUS_FAILED_PRECONDITION;
 	case 503: return GRPC_STATUS_UNAVAILABLE;
 	case 507: return GRPC_STATUS_RESOURCE_EXHAUSTED;
@@ -1322,7 +1323,7 @@ static void on_recv(struct gcall *c, int ok)
 	c->recv_buf = NULL;
 	if (r)
 		send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "unreadable request");
-	else if (len > MAX_REQUEST_BYTES)
+	else if (len > c->g->max_request)
 		send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "request too large");
 	else if (c->m == M_REFLECTION || (!c->subscriber && !c->timer))
 		handle_request(c, data, len);
@@ -1513,6 +1514,7 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 		return -ENOMEM;
 	g->agent = a;
 	g->max_subscribers = max_subscribers;
+	g->max_request = a->cfg->api.limits.grpc_max_message_bytes; /* api.limits, read at start */
 	g->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_mutex_init(&g->tls_lock, NULL);
@@ -1547,7 +1549,7 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 	grpc_init();
 	grpc_arg args[] = {
 		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-		  .value.integer = (int)MAX_REQUEST_BYTES },
+		  .value.integer = (int)g->max_request },
 		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0 },
 	};
 	grpc_channel_args cargs = { .num_args = sizeof(args) / sizeof(args[0]), .args = args };

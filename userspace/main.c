@@ -35,23 +35,47 @@
 #include "logwatch.h"
 #include "grpc_server.h"
 #include "mgmt.h"
+#include "privs.h"
 
 #define DRAIN_MS 2000
 
+/* Every flag getopt_long takes below and every variable of the
+ * environment the agent reads (tests/e2e/test_agent.py checks both against
+ * the source, and the man page against this text). */
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: oneshield-agent [-c FILE] [-t] [-v] [--version] [--help]\n"
+		"usage: oneshield-agent [-c FILE] [-t] [-v]\n"
+		"       oneshield-agent --version | --help\n"
 		"\n"
 		"  -c, --config FILE   agent configuration (default %s;\n"
-		"                      when that default is absent, built-in defaults are used)\n"
-		"  -t, --test          check the configuration and exit (0 = valid)\n"
+		"                      when that default is absent, built-in defaults are used;\n"
+		"                      a file named with -c must exist)\n"
+		"  -t, --test          check the configuration and exit: 0 when valid, else 1\n"
+		"                      with the problem printed as file:line: message\n"
 		"  -v, --verbose       debug logging\n"
 		"      --version       print the version and exit\n"
 		"  -h, --help          this text\n"
 		"\n"
 		"Signals: TERM/INT shut down cleanly (exit 0); HUP reloads the configuration\n"
-		"(the running one stays if the new one is invalid).\n",
+		"(the running one stays if the new one is invalid).\n"
+		"\n"
+		"Environment:\n"
+		"  ONESHIELD_FORCE_PROCFS=1       procfs mode, as ebpf.enabled: false\n"
+		"  ONESHIELD_NO_PROC_CONNECTOR=1  procfs mode rescans /proc instead of using the\n"
+		"                                 netlink proc connector (diagnostics, tests)\n"
+		"  ONESHIELD_GRPC_PLUGIN=PATH     the gRPC plugin to load (a root-owned file that\n"
+		"                                 no one else can write) instead of the search\n"
+		"  ONESHIELD_TEST_EVENTS=1        enables POST /v1/test/events (tests, benchmarks)\n"
+		"  JOURNAL_STREAM                 set by systemd: log lines carry journal priorities\n"
+		"\n"
+		"Privileges: started as root, the agent keeps only CAP_CHOWN, CAP_DAC_OVERRIDE,\n"
+		"CAP_FOWNER, CAP_KILL, CAP_NET_BIND_SERVICE, CAP_SYS_PTRACE, CAP_PERFMON and\n"
+		"CAP_BPF once its programs, sockets and files are open, and sets no_new_privs\n"
+		"(security.drop_capabilities: false keeps everything, for debugging).\n"
+		"\n"
+		"Exit status: 0 clean shutdown, valid configuration (-t), --version, --help;\n"
+		"1 configuration refused or start-up failed; 2 bad command line.\n",
 		CONFIG_DEFAULT_PATH);
 }
 
@@ -82,7 +106,8 @@ static int start_rest(const struct agent_config *c, const struct tls_creds *tls,
 	*out = NULL;
 	if (!c->api.rest_listen)
 		return 0;
-	int r = rest_start(&A, c->api.rest_listen, c->api.max_sse_clients, tls, out, err, sizeof(err));
+	int r = rest_start(&A, c->api.rest_listen, c->api.max_sse_clients, tls, &c->api.limits, out, err,
+			   sizeof(err));
 	if (r)
 		log_error("rest: %s", err);
 	else
@@ -112,6 +137,34 @@ static int start_grpc(const struct agent_config *c, struct grpc_api **out)
 		log_info("gRPC API listening on %s (port %d)%s", c->api.grpc_listen, grpc_api_port(*out),
 			 !A.tls ? "" : A.tls->ca_pem ? ", TLS, client certificates required" : ", TLS");
 	return r;
+}
+
+/* Keep only privs.h's set once everything that needs more is open: the BPF
+ * programs, the proc connector, the log files, the REST listener. It runs
+ * before the gRPC plugin starts its threads, since capabilities belong to a
+ * thread. Fails closed: 0, or -1 when the agent would still hold a
+ * capability outside the kept set or no_new_privs is not set. A bounding set
+ * that cannot shrink (no CAP_SETPCAP: not root) is only a warning. */
+static int drop_privileges(const struct agent_config *c)
+{
+	char err[256], kept[512], bnd[512];
+	struct privs_state st;
+	if (!c->security.drop_capabilities) {
+		log_warn("capabilities: all kept (security.drop_capabilities is false)");
+		return 0;
+	}
+	int rc = privs_drop(PRIVS_KEEP, &st, err, sizeof(err));
+	if ((st.permitted & ~PRIVS_KEEP) || (st.effective & ~PRIVS_KEEP) || st.ambient || !st.no_new_privs) {
+		privs_format(PRIVS_KEEP, kept, sizeof(kept));
+		log_error("capabilities: cannot drop them (%s); refusing to run with more than %s", err, kept);
+		return -1;
+	}
+	privs_format(st.effective, kept, sizeof(kept));
+	privs_format(st.bounding, bnd, sizeof(bnd));
+	if (rc)
+		log_warn("capabilities: %s", err);
+	log_info("capabilities: kept %s; bounding set %s; no_new_privs", kept, bnd);
+	return 0;
 }
 
 static bool same_str(const char *a, const char *b)
@@ -179,7 +232,8 @@ static void reload_config(void)
 	/* libmicrohttpd cannot swap its credentials: new ones mean a new
 	 * daemon, which ends the open connections (event streams included). */
 	if (!same_str(nc->api.rest_listen, A.cfg->api.rest_listen) ||
-	    nc->api.max_sse_clients != A.cfg->api.max_sse_clients || tls_changed) {
+	    nc->api.max_sse_clients != A.cfg->api.max_sse_clients || tls_changed ||
+	    memcmp(&nc->api.limits, &A.cfg->api.limits, sizeof(nc->api.limits)) != 0) {
 		struct rest *nr = NULL;
 		/* Stop the old listener first: the new one may want the same port. */
 		rest_begin_shutdown(A.rest);
@@ -210,6 +264,10 @@ static void reload_config(void)
 	}
 	if (nc->events.journal_size != A.cfg->events.journal_size)
 		log_warn("config reload: events.journal_size takes effect at the next start");
+	if (nc->api.limits.grpc_max_message_bytes != A.cfg->api.limits.grpc_max_message_bytes)
+		log_warn("config reload: api.limits.grpc_max_message_bytes takes effect at the next start");
+	if (nc->security.drop_capabilities != A.cfg->security.drop_capabilities)
+		log_warn("config reload: security.drop_capabilities takes effect at the next start");
 	onepanel_reconfigure(A.onepanel, &nc->onepanel, &nc->ebpf);
 	A.mode = onepanel_mode(A.onepanel);
 	probes_reconfigure(A.probes, &nc->ebpf);
@@ -355,7 +413,7 @@ int main(int argc, char **argv)
 		return 1;
 	agent_collect(&A);
 	log_tls(A.cfg, A.tls);
-	if (start_rest(A.cfg, A.tls, &A.rest) || start_grpc(A.cfg, &A.grpc)) {
+	if (start_rest(A.cfg, A.tls, &A.rest) || drop_privileges(A.cfg) || start_grpc(A.cfg, &A.grpc)) {
 		exit_code = 1;
 		goto out;
 	}

@@ -1031,6 +1031,13 @@ int onepanel_prepare(struct onepanel *op, const struct ebpf_config *eb)
 {
 	if (op->running)
 		untrack(op);
+	/* An open proc connector is kept for reuse below: opening one needs
+	 * CAP_NET_ADMIN (before Linux 6.6), which the agent drops after start
+	 * (privs.h), and a SIGHUP comes here again. */
+	int old_nl = op->nl_fd;
+	loop_io_del(op->loop, op->nl_io);
+	op->nl_io = NULL;
+	op->nl_fd = -1;
 	close_sources(op);
 	op->prepared = true;
 	op->ebpf = *eb;
@@ -1071,7 +1078,9 @@ int onepanel_prepare(struct onepanel *op, const struct ebpf_config *eb)
 		/* ONESHIELD_NO_PROC_CONNECTOR=1 forces the /proc-rescan fallback,
 		 * as on a host without the connector (diagnostics and tests). */
 		const char *no_cn = getenv("ONESHIELD_NO_PROC_CONNECTOR");
-		int fd = no_cn && *no_cn == '1' ? -EPROTONOSUPPORT : connector_open();
+		int fd = no_cn && *no_cn == '1' ? -EPROTONOSUPPORT : old_nl >= 0 ? old_nl : connector_open();
+		if (fd == old_nl)
+			old_nl = -1;
 		if (fd >= 0) {
 			op->nl_fd = fd;
 			op->nl_io = loop_io_add(op->loop, fd, EPOLLIN, nl_ready, op);
@@ -1084,6 +1093,8 @@ int onepanel_prepare(struct onepanel *op, const struct ebpf_config *eb)
 			log_warn("onepanel: netlink proc connector unavailable (%s); rescanning /proc every %d ms",
 				 strerror(-fd), RESCAN_MS);
 	}
+	if (old_nl >= 0)
+		close(old_nl);
 	/* The rescan timer also covers a master we could not get a pidfd for. */
 	op->rescan = loop_timer_new(op->loop, rescan_tick, op);
 	op->exit_wait = loop_timer_new(op->loop, exit_wait_done, op);

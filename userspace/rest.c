@@ -26,7 +26,6 @@
 #include "tls.h"
 
 #define HEARTBEAT_MS 15000
-#define MAX_BODY 65536
 /* An apply body: the configured total of files, 4/3 of it when in base64,
  * plus JSON around each file. */
 static size_t apply_body_limit(const struct agent *a)
@@ -61,9 +60,11 @@ struct rest {
 	bool need_run;        /* a connection was resumed: run MHD before sleeping */
 	bool mtls;            /* every request must come with a verified client certificate */
 	unsigned short port;
+	struct api_limits lim; /* api.limits, as when the listener started */
 };
 
 struct req {
+	size_t hdr_bytes;     /* names + values of the headers (api.limits.max_header_bytes) */
 	size_t body_len;
 	struct buf body;      /* kept only for POST /v1/config/apply */
 	bool keep_body;
@@ -262,6 +263,41 @@ static enum MHD_Result parse_event_query(struct MHD_Connection *c, bool stream, 
 	}
 	*ok = true;
 	return MHD_YES;
+}
+
+/* ---- limits (api.limits) ---- */
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	size_t *n = cls;
+	(void)kind;
+	*n += strlen(key) + (value ? strlen(value) : 0);
+	return MHD_YES;
+}
+
+/* Nesting of a JSON text deeper than max, counted before it is parsed
+ * (brackets inside strings do not count). */
+static bool json_too_deep(const char *s, size_t n, size_t max)
+{
+	size_t depth = 0;
+	bool in_str = false;
+	for (size_t i = 0; s && i < n; i++) {
+		char ch = s[i];
+		if (in_str) {
+			if (ch == '\\')
+				i++;
+			else if (ch == '"')
+				in_str = false;
+		} else if (ch == '"') {
+			in_str = true;
+		} else if (ch == '[' || ch == '{') {
+			if (++depth > max)
+				return true;
+		} else if ((ch == ']' || ch == '}') && depth) {
+			depth--;
+		}
+	}
+	return false;
 }
 
 /* ---- handlers ---- */
@@ -565,6 +601,9 @@ static enum MHD_Result h_config_apply(struct rest *r, struct MHD_Connection *c, 
 		return send_error(c, MHD_HTTP_BAD_REQUEST, "unknown query parameter \"%.64s\"", bad);
 	if (r->closing)
 		return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "agent is shutting down");
+	if (json_too_deep(q->body.data, q->body.len, r->lim.max_json_depth))
+		return send_error(c, MHD_HTTP_BAD_REQUEST, "JSON nested deeper than %zu (api.limits.max_json_depth)",
+				  r->lim.max_json_depth);
 	char err[512];
 	struct cfgapply_req *req = NULL;
 	struct cfgfs_limits lim;
@@ -639,8 +678,12 @@ static enum MHD_Result h_probes(struct rest *r, struct MHD_Connection *c, struct
 		return send_error(c, MHD_HTTP_BAD_REQUEST, "unknown query parameter \"%.64s\"", bad);
 	const char *method = q->method_post ? "POST" : "GET";
 	if (strcmp(method, "POST") == 0) {
-		if (q->body_len > MAX_BODY)
-			return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body over %d bytes", MAX_BODY);
+		if (q->body_len > r->lim.max_body_bytes)
+			return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body over %zu bytes (api.limits.max_body_bytes)",
+					  r->lim.max_body_bytes);
+		if (json_too_deep(q->body.data, q->body.len, r->lim.max_json_depth))
+			return send_error(c, MHD_HTTP_BAD_REQUEST, "JSON nested deeper than %zu (api.limits.max_json_depth)",
+					  r->lim.max_json_depth);
 		cJSON *in = cJSON_ParseWithLength(q->body.data ? q->body.data : "", q->body.len);
 		cJSON *d = in ? cJSON_GetObjectItemCaseSensitive(in, "duration_s") : NULL;
 		bool ok = cJSON_IsObject(in) && cJSON_IsNumber(d) && cJSON_GetArraySize(in) == 1;
@@ -730,6 +773,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		const struct route *rt = find_route(url);
 		q->method_post = strcmp(method, "POST") == 0;
 		q->keep_body = rt && (rt->fnq == h_config_apply || rt->fnq == h_probes) && q->method_post;
+		MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &q->hdr_bytes);
 		return MHD_YES;
 	}
 	if (q->denied) {
@@ -738,15 +782,20 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	}
 	bool is_probes = strcmp(url, "/v1/probes/syscalls") == 0;
 	if (*upload_size) {
-		size_t limit = q->keep_body && !is_probes ? apply_body_limit(r->agent) : MAX_BODY;
+		size_t limit = q->keep_body && !is_probes ? apply_body_limit(r->agent) : r->lim.max_body_bytes;
 		if (q->body_len <= limit && q->body_len + *upload_size <= limit && q->keep_body)
 			buf_append(&q->body, upload, *upload_size);
 		q->body_len += *upload_size;
 		*upload_size = 0;
 		return MHD_YES;
 	}
-	if (!q->keep_body && q->body_len > MAX_BODY)
-		return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
+	if (q->hdr_bytes > r->lim.max_header_bytes)
+		return send_error(c, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
+				  "request headers over %zu bytes (api.limits.max_header_bytes; names and values)",
+				  r->lim.max_header_bytes);
+	if (!q->keep_body && q->body_len > r->lim.max_body_bytes)
+		return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body over %zu bytes (api.limits.max_body_bytes)",
+				  r->lim.max_body_bytes);
 	if (q->body.oom)
 		return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory reading the request");
 	const struct route *rt = find_route(url);
@@ -832,8 +881,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("rest: %s", msg);
 }
 
-int rest_start(struct agent *a, const char *listen, size_t max_sse, const struct tls_creds *tls, struct rest **out,
-	       char *err, size_t errlen)
+int rest_start(struct agent *a, const char *listen, size_t max_sse, const struct tls_creds *tls,
+	       const struct api_limits *lim, struct rest **out, char *err, size_t errlen)
 {
 	char host[128];
 	uint16_t port;
@@ -878,13 +927,18 @@ int rest_start(struct agent *a, const char *listen, size_t max_sse, const struct
 		}
 	}
 	tlsopt[nt] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
+	r->lim = *lim;
+	/* MHD's own bound on a connection's memory stays above the header limit,
+	 * so that an oversized request reaches the handler and gets a JSON 431 */
+	size_t mem = 2 * lim->max_header_bytes + 32768;
 	r->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, r,
 				MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 				MHD_OPTION_NOTIFY_COMPLETED, completed, r,
 				MHD_OPTION_CONNECTION_LIMIT, (unsigned)(max_sse + 128),
 				MHD_OPTION_CONNECTION_TIMEOUT, 60u,
-				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
+				MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem < 65536 ? (size_t)65536 : mem,
+				MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)lim->max_connections_per_peer,
 				MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
 				MHD_OPTION_ARRAY, tlsopt,
 				MHD_OPTION_END);
@@ -942,4 +996,16 @@ void rest_stop(struct rest *r)
 		MHD_stop_daemon(r->d);
 	}
 	free(r);
+}
+
+/* ---- fuzzing hook (tests/fuzz/fuzz_http.c) ---- */
+
+int rest_add_connection(struct rest *r, int fd)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	/* MHD owns fd from here, also when this fails */
+	if (MHD_add_connection(r->d, fd, (struct sockaddr *)&sin, sizeof(sin)) != MHD_YES)
+		return -ECONNREFUSED;
+	r->need_run = true;
+	return 0;
 }

@@ -13,18 +13,25 @@
 #include <stddef.h>
 
 struct agent;
+struct api_limits;
 struct rest;
 struct tls_creds;
 
 /* listen: "host:port" (numeric host); tls: serve HTTPS only, with client
  * certificates required when it has a client CA; NULL for plain HTTP. tls
- * must stay valid until rest_stop. 0 or -errno with err filled. */
-int rest_start(struct agent *a, const char *listen, size_t max_sse, const struct tls_creds *tls, struct rest **out,
+ * must stay valid until rest_stop. lim (copied) bounds each request and
+ * peer. 0 or -errno with err filled. */
+int rest_start(struct agent *a, const char *listen, size_t max_sse, const struct tls_creds *tls,
+	       const struct api_limits *lim, struct rest **out,
 	       char *err, size_t errlen);
 /* Streams deliver what is left (e.g. AGENT_STOP_MESSAGE) and then end. */
 void rest_begin_shutdown(struct rest *r);
 size_t rest_sse_clients(const struct rest *r);
 void rest_stop(struct rest *r);                       /* accepts NULL */
 unsigned short rest_port(const struct rest *r);
+/* Serve a connected stream socket as if accepted from 127.0.0.1 (the HTTP
+ * fuzz target feeds requests through a socketpair). Takes fd, also on
+ * failure; 0 or -ECONNREFUSED. */
+int rest_add_connection(struct rest *r, int fd);
 
 #endif

@@ -69,7 +69,7 @@ listen lseek madvise mmap mprotect munmap newfstatat openat pidfd_open pidfd_sen
 pread64 prlimit64 read readlink recvfrom recvmsg renameat rseq rt_sigaction rt_sigprocmask sendmsg
 sendto set_robust_list set_tid_address setpgid setsockopt shutdown signalfd4 socket statfs statx
 sysinfo timerfd_create timerfd_settime uname utimensat wait4 waitid write
-fchown fdatasync flock ioctl perf_event_open unlinkat mkdir ftruncate setrlimit
+fchown fdatasync flock ioctl perf_event_open unlinkat mkdir ftruncate setrlimit capget capset
 """.split()
 
 

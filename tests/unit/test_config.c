@@ -202,6 +202,45 @@ static void test_oneshield_section(void **state)
 	config_free(c);
 }
 
+static void test_api_limits(void **state)
+{
+	struct agent_config *c;
+	(void)state;
+	c = parse_ok("api: {}\n");
+	assert_int_equal(c->api.limits.max_header_bytes, 16384);
+	assert_int_equal(c->api.limits.max_body_bytes, 65536);
+	assert_int_equal(c->api.limits.max_json_depth, 32);
+	assert_int_equal(c->api.limits.max_connections_per_peer, 64);
+	assert_int_equal(c->api.limits.applies_per_minute, 30);
+	assert_int_equal(c->api.limits.grpc_max_message_bytes, 1u << 20);
+	config_free(c);
+	c = parse_ok("api:\n  limits:\n    max_header_bytes: 1KiB\n    max_body_bytes: 16MiB\n"
+		     "    max_json_depth: 1000\n    max_connections_per_peer: 1\n    applies_per_minute: 10000\n"
+		     "    grpc_max_message_bytes: 64MiB\n");
+	assert_int_equal(c->api.limits.max_header_bytes, 1024);
+	assert_int_equal(c->api.limits.max_body_bytes, 16u << 20);
+	assert_int_equal(c->api.limits.max_json_depth, 1000);
+	assert_int_equal(c->api.limits.max_connections_per_peer, 1);
+	assert_int_equal(c->api.limits.applies_per_minute, 10000);
+	assert_int_equal(c->api.limits.grpc_max_message_bytes, 64u << 20);
+	config_free(c);
+}
+
+static void test_security_section(void **state)
+{
+	struct agent_config *c;
+	(void)state;
+	c = parse_ok("api: {}\n");
+	assert_true(c->security.drop_capabilities);
+	config_free(c);
+	c = parse_ok("security:\n  drop_capabilities: false\n");
+	assert_false(c->security.drop_capabilities);
+	config_free(c);
+	c = config_default();
+	assert_true(c->security.drop_capabilities);
+	config_free(c);
+}
+
 static void test_onepanel_variants(void **state)
 {
 	struct agent_config *c;
@@ -431,6 +470,27 @@ static const struct err_case err_cases[] = {
 	E("ebpf_probe_max_short", "ebpf:\n  syscall_probe_max_duration: 500ms\n", 2,
 	  "ebpf.syscall_probe_max_duration: \"500ms\" is out of range"),
 	E("ebpf_probe_max_long", "ebpf:\n  syscall_probe_max_duration: 25h\n", 2, "is out of range"),
+	/* api.limits */
+	E("limits_header_small", "api:\n  limits:\n    max_header_bytes: 1023\n", 3,
+	  "api.limits.max_header_bytes: \"1023\" is out of range"),
+	E("limits_header_big", "api:\n  limits:\n    max_header_bytes: 2MiB\n", 3, "is out of range"),
+	E("limits_body_word", "api:\n  limits:\n    max_body_bytes: lots\n", 3, "api.limits.max_body_bytes"),
+	E("limits_depth_1", "api:\n  limits:\n    max_json_depth: 1\n", 3,
+	  "api.limits.max_json_depth: \"1\" is out of range (2..1000)"),
+	E("limits_depth_big", "api:\n  limits:\n    max_json_depth: 1001\n", 3, "is out of range (2..1000)"),
+	E("limits_peer_zero", "api:\n  limits:\n    max_connections_per_peer: 0\n", 3,
+	  "api.limits.max_connections_per_peer: \"0\" is out of range"),
+	E("limits_applies_zero", "api:\n  limits:\n    applies_per_minute: 0\n", 3,
+	  "api.limits.applies_per_minute: \"0\" is out of range"),
+	E("limits_grpc_small", "api:\n  limits:\n    grpc_max_message_bytes: 4095\n", 3,
+	  "api.limits.grpc_max_message_bytes: \"4095\" is out of range"),
+	E("limits_unknown", "api:\n  limits:\n    max_url_bytes: 10\n", 3, "max_url_bytes"),
+	E("limits_not_mapping", "api:\n  limits: 5\n", 2, "api.limits"),
+	/* security */
+	E("security_drop_word", "security:\n  drop_capabilities: sometimes\n", 2, "security.drop_capabilities"),
+	E("security_drop_list", "security:\n  drop_capabilities: [cap_kill]\n", 2, "security.drop_capabilities"),
+	E("security_unknown_key", "security:\n  keep: [cap_sys_admin]\n", 2, "keep"),
+	E("security_not_mapping", "security: true\n", 1, "security"),
 	/* documents */
 	E("empty_file", "", 1, "empty configuration"),
 	E("comments_only", "# nothing here\n# at all\n", 1, "empty configuration"),
@@ -1016,6 +1076,8 @@ int main(void)
 		cmocka_unit_test(test_onepanel_variants),
 		cmocka_unit_test(test_ebpf_section),
 		cmocka_unit_test(test_oneshield_section),
+		cmocka_unit_test(test_security_section),
+		cmocka_unit_test(test_api_limits),
 		cmocka_unit_test(test_err_too_big),
 		cmocka_unit_test(test_err_nul_in_text),
 		cmocka_unit_test(test_err_deep_nesting),

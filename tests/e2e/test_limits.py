@@ -1,0 +1,162 @@
+"""api.limits (issue 8 §4): each limit at its edge. Exactly at the limit
+the request is served; one over, it is refused with the documented status
+and a JSON error (or, for connections per peer, the connection is closed at
+accept), and nothing changes.
+
+Run: cd tests/e2e && /usr/bin/python3 -m pytest -q test_limits.py
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+
+import grpc
+import pytest
+
+from conftest import DEADLINE, agent_yaml, wait_for
+from grpcstubs import stubs
+from test_config_apply import apply, onepanel_cfg, sims, snapshot, assert_same  # noqa: F401 (sims: fixture)
+
+pb, pb_grpc = stubs()
+
+
+def limits(**kv):
+    return {"limits": "{ " + ", ".join(f"{k}: {v}" for k, v in kv.items()) + " }"}
+
+
+def raw_get(port, headers, path="/healthz"):
+    """GET with exactly these headers (http.client adds none)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    c.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+    for k, v in headers:
+        c.putheader(k, v)
+    c.endheaders()
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, r.getheader("Content-Type"), body
+
+
+def test_header_bytes_edge(tmp_path, agents):
+    a = agents(tmp_path, agent_yaml(api=limits(max_header_bytes=1024)))
+    # counted: names and values; Host (HTTP/1.1 requires it) is 4 + 1
+    pad = 1024 - len("Host") - 1 - len("X-Pad")
+    code, ctype, body = raw_get(a.port, [("Host", "x"), ("X-Pad", "a" * pad)])
+    assert code == 200, body
+    code, ctype, body = raw_get(a.port, [("Host", "x"), ("X-Pad", "a" * (pad + 1))])
+    assert code == 431 and ctype == "application/json", (code, body)
+    j = json.loads(body)
+    assert j["status"] == 431 and "api.limits.max_header_bytes" in j["error"], j
+
+
+def test_body_bytes_edge(tmp_path, agents):
+    """POST /v1/probes/syscalls without onepanel: a body at the limit gets
+    the endpoint's own answer (503), one byte more 413."""
+    a = agents(tmp_path, agent_yaml(api=limits(max_body_bytes=1024)))
+    doc = '{"duration_s": 1}'
+    at = doc + " " * (1024 - len(doc))
+    r = a.post("/v1/probes/syscalls", data=at, headers={"Content-Type": "application/json"})
+    assert r.status_code == 503, r.text
+    r = a.post("/v1/probes/syscalls", data=at + " ", headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "api.limits.max_body_bytes" in r.json()["error"], r.text
+    assert a.get("/v1/probes/syscalls").json()["state"] in ("idle", "unavailable")
+
+
+def test_json_depth_edge(tmp_path, sims, agents):
+    """A config apply is 3 deep ({"files": [{...}]}): with max_json_depth 3
+    it is applied; one more level anywhere is refused before parsing and
+    nothing is written."""
+    sim = sims(tmp_path)
+    sim.start()
+    a = agents(tmp_path, agent_yaml(onepanel_cfg(sim), api=limits(max_json_depth=3)))
+    a.wait_event("ONEPANEL_FOUND_MESSAGE", pred=lambda e: e["pid"] == sim.pid)
+    tree = snapshot(sim.conf_dir)
+    deep = {"path": str(sim.config_path), "content": sim.text(message="deep"), "x": []}
+    code, j = apply(a, [deep])
+    assert code == 400 and "api.limits.max_json_depth" in j["error"], j
+    # brackets inside strings are not nesting
+    code, j = apply(a, [{"path": str(sim.config_path), "content": sim.text(message="v2") + "# [[[{{{\n"}])
+    assert code == 200 and j["status"] == "applied", j
+    tree2 = snapshot(sim.conf_dir)
+    code, j = apply(a, [dict(deep, content="[[[[")])
+    assert code == 400, j
+    assert_same(tree2, snapshot(sim.conf_dir))
+    assert tree != tree2
+
+
+def test_applies_per_minute_edge(tmp_path, sims, agents):
+    sim = sims(tmp_path)
+    sim.start()
+    a = agents(tmp_path, agent_yaml(onepanel_cfg(sim), grpc=True, api=limits(applies_per_minute=2)))
+    a.wait_event("ONEPANEL_FOUND_MESSAGE", pred=lambda e: e["pid"] == sim.pid)
+    for i in range(2):
+        code, j = apply(a, [{"path": str(sim.config_path), "content": sim.text(message=f"v{i}")}], dry_run=True)
+        assert code == 200 and j["status"] == "dry_run_ok", j
+    tree = snapshot(sim.conf_dir)
+    before = a.last_seq()
+    code, j = apply(a, [{"path": str(sim.config_path), "content": sim.text(message="v3")}])
+    assert code == 429 and j["status"] == "rate_limited", j
+    assert 1 <= j["retry_after_s"] <= 60 and "applies_per_minute" in j["message"], j
+    assert_same(tree, snapshot(sim.conf_dir))
+    assert a.last_seq() == before, "a refused apply journals nothing"
+    # the same budget for gRPC
+    with grpc.insecure_channel(a.grpc_target) as ch:
+        req = pb.ApplyConfigRequest(files=[pb.FileChange(path=str(sim.config_path),
+                                                         content=sim.text(message="g").encode())])
+        with pytest.raises(grpc.RpcError) as e:
+            pb_grpc.AgentStub(ch).ApplyConfig(req, timeout=DEADLINE)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+    assert_same(tree, snapshot(sim.conf_dir))
+
+
+def test_connections_per_peer_edge(tmp_path, agents):
+    a = agents(tmp_path, agent_yaml(api=limits(max_connections_per_peer=3)))
+    held = []
+    try:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", a.port), timeout=DEADLINE)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers not finished: held open
+            held.append(s)
+        # the fourth is accepted by the kernel and closed by the server
+        extra = socket.create_connection(("127.0.0.1", a.port), timeout=DEADLINE)
+        try:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = extra.recv(100)
+        except ConnectionResetError:
+            got = b""
+        extra.close()
+        assert got == b"", got
+        # the three held ones are still served
+        held[0].sendall(b"\r\n")
+        assert held[0].recv(100).startswith(b"HTTP/1.1 200"), "a held connection was not served"
+        held.pop(0).close()
+
+        # one slot free again: a new connection is served
+        def served():
+            try:
+                with socket.create_connection(("127.0.0.1", a.port), timeout=DEADLINE) as s:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    return s.recv(100).startswith(b"HTTP/1.1 200")
+            except ConnectionResetError:
+                return False
+        wait_for(served, what="a connection once one of the three closed")
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_grpc_max_message_edge(tmp_path, agents):
+    """GetConfigFile's request is the path only: 1 tag byte, a 2-byte length,
+    the path. At 4096 bytes in all it is answered (no onepanel: FAILED_
+    PRECONDITION or the like), at 4097 RESOURCE_EXHAUSTED."""
+    a = agents(tmp_path, agent_yaml(grpc=True, api=limits(grpc_max_message_bytes=4096)))
+    with grpc.insecure_channel(a.grpc_target) as ch:
+        stub = pb_grpc.AgentStub(ch)
+        for size, exhausted in ((4096, False), (4097, True)):
+            req = pb.GetConfigFileRequest(path="/" + "a" * (size - 4))
+            assert req.ByteSize() == size
+            with pytest.raises(grpc.RpcError) as e:
+                stub.GetConfigFile(req, timeout=DEADLINE)
+            assert (e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED) == exhausted, (size, e.value)
+        assert stub.GetStatus(pb.GetStatusRequest(), timeout=DEADLINE).version
