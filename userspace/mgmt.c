@@ -1387,6 +1387,11 @@ void mgmt_plugin_stop(struct mgmt *m)
 
 /* ---- status and metrics ---- */
 
+static const char *conn_state_name(const struct mgmt *m)
+{
+	return m->auth_refused && m->state == CS_BACKOFF ? "unauthenticated" : state_names[m->state];
+}
+
 void mgmt_plugin_status_json(const struct mgmt *m, cJSON *status)
 {
 	cJSON *o = cJSON_AddObjectToObject(status, "oneshield");
@@ -1401,8 +1406,7 @@ void mgmt_plugin_status_json(const struct mgmt *m, cJSON *status)
 	cJSON_AddBoolToObject(o, "enabled", true);
 	cJSON_AddStringToObject(o, "address", CFG(m)->address);
 	cJSON_AddStringToObject(o, "agent_id", m->agent_id);
-	cJSON_AddStringToObject(o, "state", m->auth_refused && m->state == CS_BACKOFF ? "unauthenticated"
-											 : state_names[m->state]);
+	cJSON_AddStringToObject(o, "state", conn_state_name(m));
 	cJSON_AddBoolToObject(o, "connected", m->state == CS_CONNECTED);
 	if (m->state == CS_CONNECTED) {
 		cJSON_AddNumberToObject(o, "connected_since", m->connected_unix);
@@ -1437,6 +1441,42 @@ void mgmt_plugin_status_json(const struct mgmt *m, cJSON *status)
 		cJSON_AddNumberToObject(s, "lost_before_spool", (double)m->journal_lost);
 		cJSON_AddNumberToObject(s, "append_errors", (double)m->spool_errors);
 	}
+}
+
+void mgmt_plugin_status_pb(const struct mgmt *m, Oneshield__Agent__V1__OneshieldStatus *o)
+{
+	if (!m)
+		return;
+	struct spool_stats ss;
+	spool_stats(m->spool, &ss);
+	o->enabled = true;
+	o->address = CFG(m)->address;
+	o->agent_id = (char *)m->agent_id;
+	o->state = (char *)conn_state_name(m);
+	o->connected = m->state == CS_CONNECTED;
+	if (o->connected) {
+		o->connected_since_unix_nano = (int64_t)(m->connected_unix * 1e9);
+		o->server_version = (char *)m->server_version;
+	}
+	if (m->last_error[0]) {
+		o->last_error = (char *)m->last_error;
+		o->last_error_unix_nano = (int64_t)(m->last_error_unix * 1e9);
+	}
+	o->connects = m->connects;
+	o->attempts = m->attempts;
+	o->auth_failures = m->auth_failures;
+	o->events_sent = m->events_sent;
+	o->acks = m->acks;
+	o->metrics_sent = m->metrics_sent;
+	o->commands = m->commands;
+	o->spool_id = (char *)spool_id(m->spool);
+	o->spool_depth = ss.records;
+	o->spool_bytes = ss.bytes;
+	o->spool_max_bytes = CFG(m)->spool_max_bytes;
+	o->spool_last_seq = ss.next_seq - 1;
+	o->spool_acked_seq = ss.acked_seq;
+	o->events_dropped = ss.dropped_records;
+	o->lost_before_spool = m->journal_lost;
 }
 
 int mgmt_plugin_collect(const struct mgmt *m, struct metrics *out)

@@ -65,5 +65,8 @@ bool mgmt_plugin_sending(const struct mgmt *m);
 void mgmt_plugin_stop(struct mgmt *m);
 void mgmt_plugin_status_json(const struct mgmt *m, struct cJSON *status);
 int mgmt_plugin_collect(const struct mgmt *m, struct metrics *out);
+/* GetStatus's oneshield (pbconv.c); the strings point into m. */
+struct Oneshield__Agent__V1__OneshieldStatus;
+void mgmt_plugin_status_pb(const struct mgmt *m, struct Oneshield__Agent__V1__OneshieldStatus *o);
 
 #endif

@@ -17,6 +17,7 @@
 #include "journal.h"
 #include "loop.h"
 #include "metrics.h"
+#include "mgmt.h"
 #include "onepanel.h"
 #include "oneshield/agent/v1/agent.pb-c.h"
 #include "rest.h"
@@ -152,6 +153,7 @@ int pb_status(const struct agent *a, struct buf *out)
 	Oneshield__Agent__V1__MetricsStatus ms = ONESHIELD__AGENT__V1__METRICS_STATUS__INIT;
 	Oneshield__Agent__V1__ApiStatus api = ONESHIELD__AGENT__V1__API_STATUS__INIT;
 	Oneshield__Agent__V1__EbpfStatus eb = ONESHIELD__AGENT__V1__EBPF_STATUS__INIT;
+	Oneshield__Agent__V1__OneshieldStatus os = ONESHIELD__AGENT__V1__ONESHIELD_STATUS__INIT;
 	char host[256] = "";
 	gethostname(host, sizeof(host) - 1);
 	st.version = (char *)OS_VERSION;
@@ -217,6 +219,8 @@ int pb_status(const struct agent *a, struct buf *out)
 	api.grpc_streams = (uint32_t)grpc_api_streams(a->grpc);
 	api.grpc_subscribers = (uint32_t)grpc_api_subscribers(a->grpc);
 	st.api = &api;
+	mgmt_plugin_status_pb(a->mgmt, &os);
+	st.oneshield = &os;
 	return pack(&st.base, out);
 }
 
