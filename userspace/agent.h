@@ -21,6 +21,7 @@ struct grpc_api;
 struct cfgapply;
 struct probes;
 struct logwatch;
+struct auth;
 
 struct agent {
 	struct agent_config *cfg;
@@ -33,6 +34,7 @@ struct agent {
 	struct cfgapply *cfgapply;
 	struct probes *probes;    /* syscall investigations */
 	struct logwatch *logs;    /* onepanel's access and error logs */
+	struct auth *auth;        /* API tokens and the peer limiter (auth.h) */
 	struct metrics *snapshot; /* last complete collection, never NULL once started */
 	const char *mode;         /* "procfs" (no eBPF) or "ebpf" */
 	double started_unix;

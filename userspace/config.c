@@ -63,6 +63,7 @@ enum kind {
 	K_STRINGS,	/* char ** of non-empty strings, count (size_t) at ->off2 */
 	K_LOGS,		/* struct log_spec *, entries as ->sub, count at ->off2 */
 	K_BOOL,		/* bool: true/false (also yes/no, on/off) */
+	K_MODE,		/* unsigned file mode in octal: 0600, 660 (0..0777) */
 };
 
 struct table;
@@ -410,6 +411,16 @@ static int set_scalar(struct pctx *p, const struct key *k, const yaml_node_t *v,
 				    (unsigned long long)k->min, (unsigned long long)k->max);
 		*(size_t *)field = (size_t)u;
 		return 0;
+	case K_MODE: {
+		char *end = NULL;
+		unsigned long m;
+		errno = 0;
+		m = *s >= '0' && *s <= '7' ? strtoul(s, &end, 8) : 0;
+		if (!end || *end || errno || m > 0777)
+			return fail(p, v, "%s: %s is not a file mode (octal, e.g. 0600)", path, Q(q, s));
+		*(unsigned *)field = (unsigned)m;
+		return 0;
+	}
 	case K_SIZE:
 		if (parse_u64(s, &u))
 			return fail(p, v, "%s: %s is not a number", path, Q(q, s));
@@ -667,6 +678,25 @@ static const struct key onepanel_keys[] = {
 };
 static const struct table onepanel_table = { onepanel_keys, ARRAY_SIZE(onepanel_keys), check_onepanel };
 
+/* Without auth, only loopback listeners (or api.insecure: true): a
+ * config-writing root daemon open to the network by accident is worse
+ * than one that does not start. */
+static int check_api(struct pctx *p, void *base, const yaml_node_t *at)
+{
+	struct api_config *api = &((struct agent_config *)base)->api;
+	const char *const listen[] = { api->rest_listen, api->grpc_listen };
+	char q[QBUF];
+
+	for (size_t i = 0; !api->auth && !api->insecure && i < ARRAY_SIZE(listen); i++)
+		if (listen[i] && !config_listen_is_loopback(listen[i]))
+			return fail(p, at, "api: %s_listen %s is not a loopback address and api.auth is false: "
+				    "refusing to serve unauthenticated to the network (set api.insecure: true "
+				    "if that is meant)", i ? "grpc" : "rest", Q(q, listen[i]));
+	if (api->rest_socket && api->grpc_socket && !strcmp(api->rest_socket, api->grpc_socket))
+		return fail(p, at, "api: rest_socket and grpc_socket are the same path %s", Q(q, api->rest_socket));
+	return 0;
+}
+
 static const struct key api_keys[] = {
 	{ .name = "rest_listen", .kind = K_LISTEN, .off = OFF(api.rest_listen) },
 	{ .name = "grpc_listen", .kind = K_LISTEN, .off = OFF(api.grpc_listen) },
@@ -674,8 +704,16 @@ static const struct key api_keys[] = {
 	  .min = 1, .max = 10000 },
 	{ .name = "max_subscribers", .kind = K_SIZE, .off = OFF(api.max_subscribers),
 	  .min = 1, .max = 10000 },
+	/* authentication (issue 8) */
+	{ .name = "auth", .kind = K_BOOL, .off = OFF(api.auth) },
+	{ .name = "token_file", .kind = K_PATH, .off = OFF(api.token_file), .def = CONFIG_DEFAULT_TOKEN_FILE },
+	{ .name = "metrics_auth", .kind = K_BOOL, .off = OFF(api.metrics_auth) },
+	{ .name = "insecure", .kind = K_BOOL, .off = OFF(api.insecure) },
+	{ .name = "rest_socket", .kind = K_PATH, .off = OFF(api.rest_socket) },
+	{ .name = "grpc_socket", .kind = K_PATH, .off = OFF(api.grpc_socket) },
+	{ .name = "socket_mode", .kind = K_MODE, .off = OFF(api.socket_mode) },
 };
-static const struct table api_table = { api_keys, ARRAY_SIZE(api_keys), NULL };
+static const struct table api_table = { api_keys, ARRAY_SIZE(api_keys), check_api };
 
 static const struct key metrics_keys[] = {
 	{ .name = "interval", .kind = K_DURATION, .off = OFF(metrics.interval_ms),
@@ -725,12 +763,15 @@ struct agent_config *config_default(void)
 	c->api.grpc_listen = strdup("127.0.0.1:9441");
 	c->api.max_sse_clients = 64;
 	c->api.max_subscribers = 256;
+	c->api.auth = true;
+	c->api.token_file = strdup(CONFIG_DEFAULT_TOKEN_FILE);
+	c->api.socket_mode = 0600;
 	c->metrics.interval_ms = 1000;
 	c->events.journal_size = 4096;
 	c->ebpf.enabled = true;
 	c->ebpf.scheduler_delay = true;
 	c->ebpf.syscall_probe_max_ms = 300000;
-	if (!c->api.rest_listen || !c->api.grpc_listen) {
+	if (!c->api.rest_listen || !c->api.grpc_listen || !c->api.token_file) {
 		config_free(c);
 		return NULL;
 	}
@@ -771,6 +812,9 @@ void config_free(struct agent_config *c)
 	free_logs(c->onepanel.error_logs, c->onepanel.n_error_logs);
 	free(c->api.rest_listen);
 	free(c->api.grpc_listen);
+	free(c->api.token_file);
+	free(c->api.rest_socket);
+	free(c->api.grpc_socket);
 	free(c);
 }
 
@@ -1133,6 +1177,23 @@ int config_parse_signal(const char *s, int *out_sig)
 		}
 	}
 	return -EINVAL;
+}
+
+bool config_listen_is_loopback(const char *s)
+{
+	char h[INET6_ADDRSTRLEN];
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (config_parse_listen(s, h, sizeof(h), NULL))
+		return false;
+	if (inet_pton(AF_INET, h, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, h, &a6) != 1)
+		return false;
+	if (IN6_IS_ADDR_LOOPBACK(&a6))
+		return true;
+	return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
 }
 
 int config_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port)

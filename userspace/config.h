@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/oneshield-agent/agent.yaml"
+#define CONFIG_DEFAULT_TOKEN_FILE "/etc/oneshield-agent/token"
 
 struct log_spec {
 	char *path;   /* absolute */
@@ -56,6 +57,14 @@ struct api_config {
 	char *grpc_listen;       /* default 127.0.0.1:9441; "" or "off" disables */
 	size_t max_sse_clients;  /* default 64, 1..10000 */
 	size_t max_subscribers;  /* gRPC Subscribe streams; default 256, 1..10000 */
+	/* authentication (auth.h); issue 8 */
+	bool auth;               /* default true: every call but /healthz (and /metrics) needs a bearer token */
+	char *token_file;        /* default CONFIG_DEFAULT_TOKEN_FILE; generated when absent */
+	bool metrics_auth;       /* default false: GET /metrics without a token */
+	bool insecure;           /* default false: a non-loopback listener without auth refuses to start */
+	char *rest_socket;       /* unix socket for REST, or NULL; its file mode is the credential */
+	char *grpc_socket;       /* unix socket for gRPC, or NULL */
+	unsigned socket_mode;    /* default 0600 */
 };
 
 struct metrics_config {
@@ -102,6 +111,8 @@ int config_parse_bytes(const char *s, uint64_t *out);
 int config_parse_signal(const char *s, int *out_sig);
 /* Split "host:port" / "[v6]:port"; host must be a numeric address. */
 int config_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port);
+/* A valid listen address on 127.0.0.0/8 or ::1 (also ::ffff:127.x.y.z). */
+bool config_listen_is_loopback(const char *s);
 
 /* Split a command line (onepanel.validate_command) into a NULL-terminated
  * argv for execv; it is never given to a shell. Words are separated by

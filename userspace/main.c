@@ -20,6 +20,7 @@
 #include <sys/epoll.h>
 
 #include "agent.h"
+#include "auth.h"
 #include "config.h"
 #include "event.h"
 #include "journal.h"
@@ -74,17 +75,53 @@ static void emit(enum event_type t, enum event_level lvl, const char *msg, const
 	journal_append(A.journal, e);
 }
 
+/* The token set a config asks for (NULL with api.auth: false). A token
+ * file that is absent is generated, and its path logged (never the token). */
+static int load_tokens(const struct agent_config *c, struct auth_tokens **out, char *err, size_t errlen)
+{
+	bool created = false;
+	*out = NULL;
+	if (!c->api.auth)
+		return 0;
+	int r = auth_tokens_load(c->api.token_file, true, out, &created, err, errlen);
+	if (!r && created)
+		log_info("generated a new API token in %s (id %s); clients send \"Authorization: Bearer $(cat %s)\"",
+			 c->api.token_file, (*out)->t[0].id, c->api.token_file);
+	return r;
+}
+
+/* Commit point of the auth part of a config (start, reload). */
+static void apply_auth(const struct agent_config *c, struct auth_tokens *tokens)
+{
+	auth_tokens_free(A.auth->tokens);
+	A.auth->tokens = tokens;
+	A.auth->enabled = c->api.auth;
+	A.auth->metrics_auth = c->api.metrics_auth;
+	if (!c->api.auth)
+		log_warn("API AUTHENTICATION IS OFF (api.auth: false): every local user can read the agent's state "
+			 "and push onepanel configuration as root");
+	else
+		log_info("API authentication: %zu bearer token(s) from %s", tokens ? tokens->n : 0,
+			 c->api.token_file);
+}
+
 static int start_rest(const struct agent_config *c, struct rest **out)
 {
 	char err[256];
 	*out = NULL;
-	if (!c->api.rest_listen)
+	if (!c->api.rest_listen && !c->api.rest_socket)
 		return 0;
-	int r = rest_start(&A, c->api.rest_listen, c->api.max_sse_clients, out, err, sizeof(err));
-	if (r)
+	int r = rest_start(&A, c->api.rest_listen, c->api.rest_socket, c->api.socket_mode, c->api.max_sse_clients, out,
+			   err, sizeof(err));
+	if (r) {
 		log_error("rest: %s", err);
-	else
+		return r;
+	}
+	if (c->api.rest_listen)
 		log_info("REST API listening on http://%s", c->api.rest_listen);
+	if (c->api.rest_socket)
+		log_info("REST API listening on unix socket %s (mode %04o; no token asked there)", c->api.rest_socket,
+			 c->api.socket_mode);
 	return r;
 }
 
@@ -125,7 +162,17 @@ static void reload_config(void)
 		     err);
 		return;
 	}
+	struct auth_tokens *tokens = NULL;
+	if (load_tokens(nc, &tokens, err, sizeof(err))) {
+		log_error("config reload failed, keeping the running configuration: %s", err);
+		A.config_reload_failures++;
+		emit(EV_AGENT_CONFIG_RELOAD_FAILED, EL_ERROR, "agent config reload failed; running config kept", "error",
+		     err);
+		config_free(nc);
+		return;
+	}
 	if (!same_str(nc->api.rest_listen, A.cfg->api.rest_listen) ||
+	    !same_str(nc->api.rest_socket, A.cfg->api.rest_socket) || nc->api.socket_mode != A.cfg->api.socket_mode ||
 	    nc->api.max_sse_clients != A.cfg->api.max_sse_clients) {
 		struct rest *nr = NULL;
 		/* Stop the old listener first: the new one may want the same port. */
@@ -139,12 +186,17 @@ static void reload_config(void)
 			A.config_reload_failures++;
 			emit(EV_AGENT_CONFIG_RELOAD_FAILED, EL_ERROR,
 			     "agent config reload failed: cannot listen on the new REST address", "rest_listen",
-			     nc->api.rest_listen);
+			     nc->api.rest_listen ? nc->api.rest_listen : nc->api.rest_socket);
+			auth_tokens_free(tokens);
 			config_free(nc);
 			return;
 		}
 		A.rest = nr;
 	}
+	apply_auth(nc, tokens);
+	if (!same_str(nc->api.grpc_listen, A.cfg->api.grpc_listen) ||
+	    !same_str(nc->api.grpc_socket, A.cfg->api.grpc_socket))
+		log_warn("config reload: api.grpc_listen and api.grpc_socket take effect at the next start");
 	if (nc->events.journal_size != A.cfg->events.journal_size)
 		log_warn("config reload: events.journal_size takes effect at the next start");
 	onepanel_reconfigure(A.onepanel, &nc->onepanel, &nc->ebpf);
@@ -236,6 +288,20 @@ int main(int argc, char **argv)
 	if (!path)
 		log_warn("no configuration file (%s absent): using built-in defaults, no onepanel", CONFIG_DEFAULT_PATH);
 	A.config_path = path;
+	/* Before anything listens: no window without authentication. */
+	struct auth_tokens *tokens = NULL;
+	if (load_tokens(A.cfg, &tokens, err, sizeof(err))) {
+		fprintf(stderr, "%s\n", err);
+		fprintf(stderr, "oneshield-agent: API token refused\n");
+		config_free(A.cfg);
+		return 1;
+	}
+	A.auth = calloc(1, sizeof(*A.auth));
+	if (!A.auth || !(A.auth->limiter = auth_limiter_new(AUTH_PEERS))) {
+		log_error("out of memory");
+		return 1;
+	}
+	apply_auth(A.cfg, tokens);
 
 	sigset_t mask;
 	sigemptyset(&mask);
@@ -346,5 +412,8 @@ out:
 	loop_free(A.loop);
 	close(sfd);
 	config_free(A.cfg);
+	auth_tokens_free(A.auth->tokens);
+	auth_limiter_free(A.auth->limiter);
+	free(A.auth);
 	return exit_code;
 }

@@ -15,12 +15,16 @@
 struct agent;
 struct rest;
 
-/* listen: "host:port" (numeric host). 0 or -errno with err filled. */
-int rest_start(struct agent *a, const char *listen, size_t max_sse, struct rest **out, char *err, size_t errlen);
+/* listen: "host:port" (numeric host) or NULL; sock_path: a unix socket to
+ * serve too (or NULL), created with sock_mode, where the file's permissions
+ * are the credential (no token asked; the peer's uid is recorded); removed
+ * by rest_stop. 0 or -errno with err filled. */
+int rest_start(struct agent *a, const char *listen, const char *sock_path, unsigned sock_mode, size_t max_sse,
+	       struct rest **out, char *err, size_t errlen);
 /* Streams deliver what is left (e.g. AGENT_STOP_MESSAGE) and then end. */
 void rest_begin_shutdown(struct rest *r);
 size_t rest_sse_clients(const struct rest *r);
 void rest_stop(struct rest *r);                       /* accepts NULL */
-unsigned short rest_port(const struct rest *r);
+unsigned short rest_port(const struct rest *r);  /* the TCP listener's; 0 without */
 
 #endif
