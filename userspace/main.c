@@ -129,13 +129,18 @@ static int start_grpc(const struct agent_config *c, struct grpc_api **out)
 {
 	char err[256];
 	*out = NULL;
-	if (!c->api.grpc_listen)
+	if (!c->api.grpc_listen && !c->api.grpc_socket)
 		return 0;
 	int r = grpc_api_start(&A, c->api.grpc_listen, c->api.max_subscribers, out, err, sizeof(err));
-	if (r)
+	if (r) {
 		log_error("grpc: %s", err);
-	else
+		return r;
+	}
+	if (c->api.grpc_listen)
 		log_info("gRPC API listening on %s (port %d)", c->api.grpc_listen, grpc_api_port(*out));
+	if (c->api.grpc_socket)
+		log_info("gRPC API listening on unix socket %s (mode %04o; no token asked there)", c->api.grpc_socket,
+			 c->api.socket_mode);
 	return r;
 }
 
