@@ -330,7 +330,8 @@ uint64_t auth_limiter_fail(struct auth_limiter *l, const char *peer, uint64_t no
 		memset(p, 0, sizeof(*p));
 		snprintf(p->key, sizeof(p->key), "%s", peer);
 	}
-	if (now_ms - p->last_ms > AUTH_WINDOW_MS && p->until_ms <= now_ms) {
+	/* quiet for a window (counted from the end of any backoff): start over */
+	if (p->until_ms <= now_ms && now_ms - (p->until_ms > p->last_ms ? p->until_ms : p->last_ms) > AUTH_WINDOW_MS) {
 		p->fails = 0;
 		p->backoff_ms = 0;
 	}

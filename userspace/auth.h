@@ -20,7 +20,8 @@
  * outright (REST 429, gRPC RESOURCE_EXHAUSTED) for a backoff of 1 s that
  * doubles with each further failure after it (up to 5 min); attempts during
  * the backoff are refused without looking at the token and do not extend
- * it; a success resets the peer. The table is fixed-size: when full, the
+ * it; a success resets the peer, and so does a quiet AUTH_WINDOW_MS after
+ * its last failure (or the end of its backoff). The table is fixed-size: when full, the
  * peer seen least recently is forgotten. Everything runs on the core loop's
  * thread; nothing blocks or sleeps.
  *
