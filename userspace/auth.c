@@ -364,13 +364,26 @@ size_t auth_limiter_size(const struct auth_limiter *l)
 
 /* ---- one request ---- */
 
+/* A client-chosen string for a log line: control bytes (a decoded %0A in
+ * a URL) would forge lines, so they become '?'; at most 128 bytes. */
+static const char *printable(const char *in, char *out, size_t outlen)
+{
+	size_t n = 0;
+	for (; in && in[n] && n + 1 < outlen && n < 128; n++)
+		out[n] = (unsigned char)in[n] < 0x20 || in[n] == 0x7f ? '?' : in[n];
+	out[n] = '\0';
+	return out;
+}
+
 enum auth_result auth_request(struct auth *a, const char *api, const char *peer, const char *method,
 			      const char *path, const char *header, char *identity, size_t idlen,
 			      uint64_t *retry_ms)
 {
 	uint64_t now = loop_now_ms();
-	char id[AUTH_ID_LEN + 1];
+	char id[AUTH_ID_LEN + 1], pb[132], mb[20];
 	*retry_ms = 0;
+	path = printable(path, pb, sizeof(pb));
+	method = printable(method, mb, sizeof(mb));
 	uint64_t left = auth_limiter_blocked(a->limiter, peer, now);
 	if (left) {
 		a->throttled++;

@@ -1228,6 +1228,10 @@ static enum auth_result call_identify(struct gcall *c, const char *path, uint64_
 	} else if (strncmp(p, "ipv6:[", 6) == 0) {
 		s = p + 6;
 		e = strchr(s, ']');
+	} else if (strncmp(p, "ipv6:%5B", 8) == 0) {
+		/* newer gRPC percent-encodes the brackets */
+		s = p + 8;
+		e = strstr(s, "%5D");
 	}
 	size_t n = e ? (size_t)(e - s) : strlen(s);
 	snprintf(addr, sizeof(addr), "%.*s", (int)(n < sizeof(addr) - 1 ? n : sizeof(addr) - 1), s);

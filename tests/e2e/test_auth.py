@@ -379,3 +379,11 @@ def test_non_loopback_without_auth_refused_unless_insecure(tmp_path, key, addr):
     cfg.write_text(api_yaml(**api, token_file=tmp_path / "token"))
     r = subprocess.run([AGENT_BIN, "-t", "-c", str(cfg)], capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stderr
+
+
+def test_refusal_log_line_cannot_be_forged(tmp_path, agents):
+    """The path is the client's: a decoded %0A must not start a log line."""
+    a = agents(tmp_path, agent_yaml())
+    assert raw(a, "GET", "/v1/x%0AINFO%20forged").status_code == 401
+    a.log.wait_line(r"auth: rest GET /v1/x\?INFO forged from 127\.0\.0\.1 refused")
+    assert not any(ln.startswith("INFO forged") for ln in a.log.text().splitlines())
