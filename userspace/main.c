@@ -285,6 +285,19 @@ int main(int argc, char **argv)
 		if (!A.cfg)
 			return 1;
 	}
+	if (test && A.cfg->api.auth) {
+		/* the token file too (systemd's ExecStartPre/ExecReload run -t);
+		 * an absent one is not an error: it is generated at start */
+		struct auth_tokens *t = NULL;
+		int r = auth_tokens_load(A.cfg->api.token_file, false, &t, NULL, err, sizeof(err));
+		auth_tokens_free(t);
+		if (r && r != -ENOENT) {
+			fprintf(stderr, "%s\n", err);
+			fprintf(stderr, "oneshield-agent: API token refused\n");
+			config_free(A.cfg);
+			return 1;
+		}
+	}
 	if (test) {
 		printf("oneshield-agent: configuration %s is valid\n", path ? path : "(built-in defaults)");
 		config_free(A.cfg);

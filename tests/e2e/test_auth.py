@@ -129,10 +129,11 @@ def test_bad_token_file_refused_at_start(tmp_path, content, mode, needle):
     os.chmod(tf, mode)
     cfg = tmp_path / "a.yaml"
     cfg.write_text(agent_yaml(api={"token_file": str(tf)}))
-    r = subprocess.run([AGENT_BIN, "-c", str(cfg)], capture_output=True, text=True, timeout=20)
-    assert r.returncode == 1
-    assert f"{tf}" in r.stderr and needle in r.stderr, r.stderr
-    assert "listening" not in r.stderr
+    for args in (["-t", "-c", str(cfg)], ["-c", str(cfg)]):   # -t checks it too (systemd's ExecStartPre)
+        r = subprocess.run([AGENT_BIN, *args], capture_output=True, text=True, timeout=20)
+        assert r.returncode == 1
+        assert f"{tf}" in r.stderr and needle in r.stderr, r.stderr
+        assert "listening" not in r.stderr
     assert tf.read_bytes() == content.encode()   # not "fixed" behind the operator's back
 
 
