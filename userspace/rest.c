@@ -751,6 +751,13 @@ static void rest_identify(struct rest *r, struct MHD_Connection *c, const char *
 	}
 }
 
+static bool has_body(struct MHD_Connection *c)
+{
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	return MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) ||
+	       (cl && strcmp(cl, "0") != 0);
+}
+
 /* 401 with a WWW-Authenticate challenge (RFC 6750), or 429 with
  * Retry-After while the peer backs off. */
 static enum MHD_Result send_refusal(struct MHD_Connection *c, const struct req *q)
@@ -794,6 +801,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		q->keep_body = rt && (rt->fnq == h_config_apply || rt->fnq == h_probes) && q->method_post &&
 			       q->auth == AUTH_OK;
 		*con_cls = q;
+		/* Refused with a body to come: answer now, before any of it is
+		 * read (no "100 Continue"; MHD closes the connection after the
+		 * answer) rather than read a stranger's upload to its end. */
+		if (q->auth != AUTH_OK && has_body(c))
+			return send_refusal(c, q);
 		return MHD_YES;
 	}
 	bool is_probes = strcmp(url, "/v1/probes/syscalls") == 0;

@@ -388,3 +388,22 @@ def test_refusal_log_line_cannot_be_forged(tmp_path, agents):
     assert raw(a, "GET", "/v1/x%0AINFO%20forged").status_code == 401
     a.log.wait_line(r"auth: rest GET /v1/x\?INFO forged from 127\.0\.0\.1 refused")
     assert not any(ln.startswith("INFO forged") for ln in a.log.text().splitlines())
+
+
+def test_refused_upload_is_not_read(tmp_path, agents):
+    """A refused request with a body is answered from its headers: no
+    "100 Continue", the body never read (the agent would otherwise read a
+    stranger's upload of any size to its end)."""
+    a = agents(tmp_path, agent_yaml())
+    s = socket.create_connection(("127.0.0.1", a.port), timeout=10)
+    s.sendall(b"POST /v1/config/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        assert chunk, data
+        data += chunk
+    s.close()
+    assert data.startswith(b"HTTP/1.1 401 "), data
+    assert b"100 Continue" not in data
+    assert a.get("/healthz").status_code == 200
