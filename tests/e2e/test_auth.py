@@ -407,3 +407,27 @@ def test_refused_upload_is_not_read(tmp_path, agents):
     assert data.startswith(b"HTTP/1.1 401 "), data
     assert b"100 Continue" not in data
     assert a.get("/healthz").status_code == 200
+
+
+def test_sighup_turns_auth_and_the_socket_on_and_off(tmp_path, agents):
+    a = agents(tmp_path, agent_yaml())
+    text = open(a.config_path).read()
+    sock = tmp_path / "r.sock"
+
+    def reload(new_text):
+        seq = a.last_seq()
+        with open(a.config_path, "w") as f:
+            f.write(new_text)
+        a.proc.send_signal(signal.SIGHUP)
+        a.wait_event("AGENT_CONFIG_RELOADED_MESSAGE", after=seq)
+
+    assert raw(a, "GET", "/v1/status").status_code == 401
+    reload(text.replace("api:\n", "api:\n  auth: false\n", 1))
+    assert raw(a, "GET", "/v1/status").status_code == 200
+    a.log.wait_line(r"API AUTHENTICATION IS OFF")
+    reload(text.replace("api:\n", f"api:\n  rest_socket: {sock}\n", 1))
+    assert raw(a, "GET", "/v1/status").status_code == 401
+    assert stat.S_ISSOCK(os.stat(sock).st_mode) and os.stat(sock).st_mode & 0o777 == 0o600
+    reload(text)
+    assert not sock.exists()
+    assert a.get("/v1/status").status_code == 200
