@@ -319,7 +319,7 @@ def test_unix_sockets_need_no_token_and_are_0600(tmp_path, sim, agents):
         st = pb_grpc.AgentStub(ch).GetStatus(pb.GetStatusRequest(), timeout=10)
         assert st.version
         ch.close()
-    a.stop()
+    assert a.stop() == 0
     assert not rs.exists() and not gs.exists()
 
 
@@ -433,3 +433,4 @@ def test_sighup_turns_auth_and_the_socket_on_and_off(tmp_path, agents):
     reload(text)
     assert not sock.exists()
     assert a.get("/v1/status").status_code == 200
+    assert a.stop() == 0
