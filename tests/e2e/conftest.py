@@ -206,6 +206,25 @@ if grpc is not None:
     grpc.insecure_channel = _insecure_channel
 
 
+HOST_TOKEN_FILE = "/etc/oneshield-agent/token"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _host_token_untouched():
+    """An agent started with a config that names no token_file creates the
+    host's /etc/oneshield-agent/token (as root): a test that does so is
+    wrong (use agent_yaml(), which names the session's, or a tmp path)."""
+    start = time.time()
+    yield
+    try:
+        made = os.stat(HOST_TOKEN_FILE).st_mtime >= start
+    except FileNotFoundError:
+        made = False
+    if made:
+        raise AssertionError(f"a test made {HOST_TOKEN_FILE}: give its agent a token_file in its tmp dir "
+                             "(and delete that file)")
+
+
 def with_token_file(config_text, token_file):
     """config_text with api.token_file = token_file (replacing agent_yaml's
     default, or added to the api: section)."""
