@@ -797,7 +797,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		const struct route *rt = find_route(url);
 		q->method_post = strcmp(method, "POST") == 0;
 		rest_identify(r, c, url, method, q);
-		/* a refused request's body is read and dropped, never kept */
+		/* a refused request's body is never kept (nor read: below) */
 		q->keep_body = rt && (rt->fnq == h_config_apply || rt->fnq == h_probes) && q->method_post &&
 			       q->auth == AUTH_OK;
 		*con_cls = q;
@@ -878,7 +878,7 @@ static void mhd_ready(void *arg, int fd, uint32_t events)
 static int mhd_prepare(void *arg)
 {
 	struct rest *r = arg;
-	int best = 60000;
+	int best = -1; /* no daemon has a timeout */
 	/* Resumed connections are picked up by the next MHD_run; nothing
 	 * signals the external epoll set for them. */
 	bool resumed = r->need_run;
@@ -886,18 +886,16 @@ static int mhd_prepare(void *arg)
 	for (size_t k = 0; k < r->nl; k++) {
 		struct MHD_Daemon *d = r->l[k].d;
 		MHD_UNSIGNED_LONG_LONG t = 0;
+		bool has = false;
 		if (resumed)
 			MHD_run(d);
-		for (int i = 0; i < 8; i++) {
-			if (MHD_get_timeout(d, &t) != MHD_YES) {
-				t = 60000;
-				break;
-			}
-			if (t > 0)
-				break;
+		for (int i = 0; i < 8 && (has = MHD_get_timeout(d, &t) == MHD_YES) && t == 0; i++)
 			MHD_run(d);
-		}
-		if (t < (MHD_UNSIGNED_LONG_LONG)best)
+		if (!has)
+			continue;
+		if (t > 60000)
+			t = 60000;
+		if (best < 0 || (int)t < best)
 			best = (int)t;
 	}
 	return best;
