@@ -50,6 +50,8 @@ onepanel:
 api:
   rest_listen: $rest
   grpc_listen: 127.0.0.1:9441
+  # created by the agent at start (0600) when absent
+  token_file: $demo/token
 metrics:
   interval: 1s
 YAML
@@ -77,13 +79,17 @@ cat <<MSG
 
 oneshield-agent demo: the onepanel simulator is running in $demo
 (config $demo/onepanel.conf, logs access.log / error.log), tracked by the agent.
-Try, from another terminal:
+The API asks for the bearer token in $demo/token (generated at the
+agent's first start; /healthz and /metrics need none). Try, from another
+terminal:
 
-  curl -s http://$host:$port/v1/status
+  TOKEN=\$(cat $demo/token)
+  curl -s -H "Authorization: Bearer \$TOKEN" http://$host:$port/v1/status
   curl -s http://$host:$port/metrics
-  curl -s http://$host:$port/v1/metrics
-  curl -s http://$host:$port/v1/events
-  curl -N http://$host:$port/v1/events/stream
+  curl -s -H "Authorization: Bearer \$TOKEN" http://$host:$port/v1/metrics
+  curl -s -H "Authorization: Bearer \$TOKEN" http://$host:$port/v1/events
+  curl -N -H "Authorization: Bearer \$TOKEN" http://$host:$port/v1/events/stream
+  grpcurl -plaintext -H "authorization: Bearer \$TOKEN" 127.0.0.1:9441 list
   kill -9 \$(cat $demo/onepanel.pid)     # ONEPANEL_STOP now, FOUND again 3 s later
   kill -USR2 \$(cat $demo/onepanel.pid)  # the simulator panics (exit 2)
 

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config.h"
 #include "journal.h"
 #include "log.h"
@@ -126,6 +127,24 @@ cJSON *agent_status_json(const struct agent *a)
 	cJSON_AddNumberToObject(api, "grpc_streams", (double)grpc_api_streams(a->grpc));
 	cJSON_AddNumberToObject(api, "grpc_subscribers", (double)grpc_api_subscribers(a->grpc));
 	mgmt_status_json(a->mgmt, o);
+	if (a->cfg->api.rest_socket)
+		cJSON_AddStringToObject(api, "rest_socket", a->cfg->api.rest_socket);
+	if (a->cfg->api.grpc_socket)
+		cJSON_AddStringToObject(api, "grpc_socket", a->cfg->api.grpc_socket);
+	if (a->auth) {
+		cJSON *au = cJSON_AddObjectToObject(api, "auth");
+		cJSON_AddBoolToObject(au, "enabled", a->auth->enabled);
+		if (a->auth->enabled) {
+			cJSON_AddStringToObject(au, "token_file", a->cfg->api.token_file);
+			cJSON_AddNumberToObject(au, "tokens", a->auth->tokens ? (double)a->auth->tokens->n : 0);
+		} else {
+			cJSON_AddStringToObject(au, "warning", "API authentication is OFF (api.auth: false): any local "
+					       "user can use this API, config apply included");
+		}
+		cJSON_AddBoolToObject(au, "metrics_auth", a->auth->metrics_auth);
+		cJSON_AddNumberToObject(au, "refused", (double)a->auth->failures);
+		cJSON_AddNumberToObject(au, "throttled", (double)a->auth->throttled);
+	}
 	return o;
 }
 
@@ -161,6 +180,13 @@ static void collect_self(struct agent *a, struct metrics *m)
 	metrics_add(m, "oneshield_agent_config_reloads_total", (double)a->config_reloads, "result", "success", NULL);
 	metrics_add(m, "oneshield_agent_config_reloads_total", (double)a->config_reload_failures, "result", "failure",
 		    NULL);
+	if (a->auth) {
+		metrics_declare(m, "oneshield_agent_auth_refused_total", MT_COUNTER,
+				"API calls refused for authentication, by reason.");
+		metrics_add(m, "oneshield_agent_auth_refused_total", (double)a->auth->failures, "reason", "token", NULL);
+		metrics_add(m, "oneshield_agent_auth_refused_total", (double)a->auth->throttled, "reason", "backoff",
+			    NULL);
+	}
 	metrics_declare(m, "oneshield_agent_collect_duration_seconds", MT_GAUGE,
 			"Time the previous metric collection took.");
 	metrics_add(m, "oneshield_agent_collect_duration_seconds", a->last_collect_seconds, NULL);

@@ -23,6 +23,7 @@ struct probes;
 struct logwatch;
 struct mgmt;
 struct tls_creds;
+struct auth;
 
 struct agent {
 	struct agent_config *cfg;
@@ -36,6 +37,7 @@ struct agent {
 	struct probes *probes;    /* syscall investigations */
 	struct logwatch *logs;    /* onepanel's access and error logs */
 	struct mgmt *mgmt;        /* the push to One Shield, when configured */
+	struct auth *auth;        /* API tokens and the peer limiter (auth.h) */
 	struct metrics *snapshot; /* last complete collection, never NULL once started */
 	/* api.tls as read at start or the last SIGHUP (NULL: plaintext); a
 	 * new one bumps tls_gen, which the gRPC plugin watches (grpc_server.c). */

@@ -64,6 +64,7 @@ enum kind {
 	K_STRINGS,	/* char ** of non-empty strings, count (size_t) at ->off2 */
 	K_LOGS,		/* struct log_spec *, entries as ->sub, count at ->off2 */
 	K_BOOL,		/* bool: true/false (also yes/no, on/off) */
+	K_MODE,		/* unsigned file mode in octal: 0600, 660 (0..0777) */
 };
 
 struct table;
@@ -411,6 +412,16 @@ static int set_scalar(struct pctx *p, const struct key *k, const yaml_node_t *v,
 				    (unsigned long long)k->min, (unsigned long long)k->max);
 		*(size_t *)field = (size_t)u;
 		return 0;
+	case K_MODE: {
+		char *end = NULL;
+		unsigned long m;
+		errno = 0;
+		m = *s >= '0' && *s <= '7' ? strtoul(s, &end, 8) : 0;
+		if (!end || *end || errno || m > 0777)
+			return fail(p, v, "%s: %s is not a file mode (octal, e.g. 0600)", path, Q(q, s));
+		*(unsigned *)field = (unsigned)m;
+		return 0;
+	}
 	case K_SIZE:
 		if (parse_u64(s, &u))
 			return fail(p, v, "%s: %s is not a number", path, Q(q, s));
@@ -682,20 +693,30 @@ static int check_api_tls(struct pctx *p, void *base, const yaml_node_t *at)
 	return 0;
 }
 
-/* A listener others can reach, without TLS, is refused unless meant. */
+/* A listener others can reach is refused without TLS, or without auth,
+ * unless api.insecure says it is meant: a config-writing root daemon open
+ * to the network by accident is worse than one that does not start. */
 static int check_api(struct pctx *p, void *base, const yaml_node_t *at)
 {
-	const struct api_config *api = &((struct agent_config *)base)->api;
+	struct api_config *api = &((struct agent_config *)base)->api;
 	const char *const names[] = { "rest_listen", "grpc_listen" };
 	const char *const addrs[] = { api->rest_listen, api->grpc_listen };
+	char q[QBUF];
 
-	if (api->tls.cert_file || api->insecure)
-		return 0;
-	for (size_t i = 0; i < ARRAY_SIZE(addrs); i++)
-		if (addrs[i] && !config_listen_is_loopback(addrs[i]))
+	for (size_t i = 0; !api->insecure && i < ARRAY_SIZE(addrs); i++) {
+		if (!addrs[i] || config_listen_is_loopback(addrs[i]))
+			continue;
+		if (!api->tls.cert_file)
 			return fail(p, at, "api.%s: %s is not a loopback address and api.tls is not "
 				    "configured: set api.tls (cert_file, key_file), or api.insecure: true "
 				    "if a plaintext API there is meant", names[i], addrs[i]);
+		if (!api->auth)
+			return fail(p, at, "api: %s %s is not a loopback address and api.auth is false: "
+				    "refusing to serve unauthenticated to the network (set api.insecure: true "
+				    "if that is meant)", names[i], Q(q, addrs[i]));
+	}
+	if (api->rest_socket && api->grpc_socket && !strcmp(api->rest_socket, api->grpc_socket))
+		return fail(p, at, "api: rest_socket and grpc_socket are the same path %s", Q(q, api->rest_socket));
 	return 0;
 }
 
@@ -729,7 +750,14 @@ static const struct key api_keys[] = {
 	{ .name = "max_subscribers", .kind = K_SIZE, .off = OFF(api.max_subscribers),
 	  .min = 1, .max = 10000 },
 	{ .name = "tls", .kind = K_SECTION, .sub = &api_tls_table },
+	/* authentication (issue 8) */
+	{ .name = "auth", .kind = K_BOOL, .off = OFF(api.auth) },
+	{ .name = "token_file", .kind = K_PATH, .off = OFF(api.token_file), .def = CONFIG_DEFAULT_TOKEN_FILE },
+	{ .name = "metrics_auth", .kind = K_BOOL, .off = OFF(api.metrics_auth) },
 	{ .name = "insecure", .kind = K_BOOL, .off = OFF(api.insecure) },
+	{ .name = "rest_socket", .kind = K_PATH, .off = OFF(api.rest_socket) },
+	{ .name = "grpc_socket", .kind = K_PATH, .off = OFF(api.grpc_socket) },
+	{ .name = "socket_mode", .kind = K_MODE, .off = OFF(api.socket_mode) },
 };
 static const struct table api_table = { api_keys, ARRAY_SIZE(api_keys), check_api };
 
@@ -850,6 +878,9 @@ struct agent_config *config_default(void)
 	c->api.limits.max_connections_per_peer = 64;
 	c->api.limits.applies_per_minute = 30;
 	c->api.limits.grpc_max_message_bytes = 1u << 20;
+	c->api.auth = true;
+	c->api.token_file = strdup(CONFIG_DEFAULT_TOKEN_FILE);
+	c->api.socket_mode = 0600;
 	c->metrics.interval_ms = 1000;
 	c->events.journal_size = 4096;
 	c->ebpf.enabled = true;
@@ -860,7 +891,7 @@ struct agent_config *config_default(void)
 	c->oneshield.spool_max_bytes = 64u << 20;
 	c->oneshield.retry_max_ms = 60000;
 	c->security.drop_capabilities = true;
-	if (!c->api.rest_listen || !c->api.grpc_listen || !c->oneshield.spool_dir) {
+	if (!c->api.rest_listen || !c->api.grpc_listen || !c->oneshield.spool_dir || !c->api.token_file) {
 		config_free(c);
 		return NULL;
 	}
@@ -915,6 +946,9 @@ void config_free(struct agent_config *c)
 	free(c->api.tls.cert_file);
 	free(c->api.tls.key_file);
 	free(c->api.tls.client_ca_file);
+	free(c->api.token_file);
+	free(c->api.rest_socket);
+	free(c->api.grpc_socket);
 	free(c);
 }
 

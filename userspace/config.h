@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/oneshield-agent/agent.yaml"
+#define CONFIG_DEFAULT_TOKEN_FILE "/etc/oneshield-agent/token"
 
 struct log_spec {
 	char *path;   /* absolute */
@@ -79,10 +80,17 @@ struct api_config {
 		char *key_file;
 		char *client_ca_file;
 	} tls;
-	/* A non-loopback listener without TLS is refused unless this says it
-	 * is meant (default false). */
+	/* A non-loopback listener without TLS, or without auth, is refused
+	 * unless this says it is meant (default false). */
 	bool insecure;
 	struct api_limits limits;
+	/* authentication (auth.h); issue 8 */
+	bool auth;               /* default true: every call but /healthz (and /metrics) needs a bearer token */
+	char *token_file;        /* default CONFIG_DEFAULT_TOKEN_FILE; generated when absent */
+	bool metrics_auth;       /* default false: GET /metrics without a token */
+	char *rest_socket;       /* unix socket for REST, or NULL; its file mode is the credential */
+	char *grpc_socket;       /* unix socket for gRPC, or NULL */
+	unsigned socket_mode;    /* default 0600 */
 };
 
 struct metrics_config {

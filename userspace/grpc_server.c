@@ -50,10 +50,12 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "agent.h"
+#include "auth.h"
 #include "cfgapply.h"
 #include "cfgfs.h"
 #include <cjson/cJSON.h>
@@ -139,6 +141,8 @@ struct gcall {
 	int hinted;               /* buffered sends in a row */
 	struct gcall *ready_next; /* under g->slock: on g->ready */
 	struct journal_cursor cur;
+	/* "grpc:<peer>" plus the authenticated identity (call_identify) */
+	char who[96];
 	/* StreamMetrics */
 	struct loop_timer *timer;
 	char *prefix;
@@ -148,6 +152,7 @@ struct gcall {
 
 struct grpc_api {
 	struct agent *agent;
+	char *sock_path;            /* api.grpc_socket, removed at stop */
 	grpc_server *server;
 	grpc_completion_queue *cq;
 	pthread_t pump;
@@ -879,21 +884,11 @@ static int kick_prepare(void *arg)
 
 /* ---- configuration management ---- */
 
+/* HTTP status of the REST API's answer -> the gRPC code (pbconv.c, shared
+ * with the One Shield client; agent.proto documents the mapping). */
 static grpc_status_code grpc_code(int http)
 {
-	switch (http) {
-	case 200: return GRPC_STATUS_OK;
-	case 400: return GRPC_STATUS_INVALID_ARGUMENT;
-	case 403: return GRPC_STATUS_PERMISSION_DENIED;
-	case 404: return GRPC_STATUS_NOT_FOUND;
-	case 409: return GRPC_STATUS_ABORTED;
-	case 413: return GRPC_STATUS_RESOURCE_EXHAUSTED;
-	case 429: return GRPC_STATUS_RESOURCE_EXHAUSTED;
-	case 422: return GRPC_STATUS_FAILED_PRECONDITION;
-	case 503: return GRPC_STATUS_UNAVAILABLE;
-	case 507: return GRPC_STATUS_RESOURCE_EXHAUSTED;
-	default: return GRPC_STATUS_INTERNAL;
-	}
+	return (grpc_status_code)pb_code_from_http(http);
 }
 
 /* The outcome of an apply: OK with the result, or the matching error
@@ -969,36 +964,14 @@ static void handle_config(struct gcall *c, const uint8_t *data, size_t len)
 			send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed ApplyConfigRequest");
 			return;
 		}
-		struct cfgapply_req *ar = calloc(1, sizeof(*ar));
-		bool ok = ar != NULL;
-		if (ok && req->n_files)
-			ok = (ar->files = calloc(req->n_files, sizeof(*ar->files))) != NULL;
-		for (size_t i = 0; ok && i < req->n_files; i++) {
-			const Oneshield__Agent__V1__FileChange *fc = req->files[i];
-			struct cfgapply_file *f = &ar->files[i];
-			ar->nfiles = i + 1;
-			ok = (f->path = strdup(fc->path)) != NULL;
-			if (fc->change_case == ONESHIELD__AGENT__V1__FILE_CHANGE__CHANGE_DELETE && fc->delete_) {
-				f->del = true;
-			} else if (ok) {
-				f->len = fc->content.len;
-				ok = (f->data = malloc(f->len ? f->len : 1)) != NULL;
-				if (ok && f->len)
-					memcpy(f->data, fc->content.data, f->len);
-			}
+		char subject[256], peer[sizeof(((struct cfgapply_req *)0)->peer)];
+		snprintf(peer, sizeof(peer), "%s", c->who);
+		if (call_cert_subject(c->call, subject, sizeof(subject))) {
+			size_t n = strlen(peer);
+			snprintf(peer + n, sizeof(peer) - n, " cert:%s", subject);
 		}
-		if (ar) {
-			ar->dry_run = req->dry_run;
-			ar->reload = !req->no_reload;
-			char *peer = grpc_call_get_peer(c->call);
-			char subject[256];
-			snprintf(ar->peer, sizeof(ar->peer), "grpc:%s", peer ? peer : "?");
-			gpr_free(peer);
-			if (call_cert_subject(c->call, subject, sizeof(subject))) {
-				size_t n = strlen(ar->peer);
-				snprintf(ar->peer + n, sizeof(ar->peer) - n, " cert:%s", subject);
-			}
-		}
+		struct cfgapply_req *ar = NULL;
+		bool ok = pb_apply_request(req, peer, &ar) == 0;
 		oneshield__agent__v1__apply_config_request__free_unpacked(req, NULL);
 		char err[512];
 		int rc;
@@ -1025,16 +998,10 @@ static void handle_config(struct gcall *c, const uint8_t *data, size_t len)
 
 /* ---- syscall investigations ---- */
 
-/* probes_start's refusals; the proto documents the mapping. */
+/* probes_start's refusals (pbconv.c); the proto documents the mapping. */
 static grpc_status_code probes_code(int rc)
 {
-	switch (rc) {
-	case -EINVAL: return GRPC_STATUS_INVALID_ARGUMENT;
-	case -EBUSY: return GRPC_STATUS_ABORTED;
-	case -ESRCH:
-	case -EOPNOTSUPP: return GRPC_STATUS_FAILED_PRECONDITION;
-	default: return GRPC_STATUS_UNAVAILABLE;
-	}
+	return (grpc_status_code)pb_code_from_probes(rc);
 }
 
 static void handle_probes(struct gcall *c, const uint8_t *data, size_t len)
@@ -1240,6 +1207,66 @@ static void handle_request(struct gcall *c, const uint8_t *data, size_t len)
 	buf_free(&b);
 }
 
+/* Who is calling, decided before anything of the call is read: every
+ * method needs a token (server reflection too: it maps the API for whoever
+ * asks), except on the unix socket (api.grpc_socket), whose file mode is
+ * the credential; gRPC's C core does not expose the peer's credentials
+ * there, so the identity is "unix". A hook for TLS (issue 8 §2): with
+ * client certificates, the verified subject (grpc_call_auth_context)
+ * becomes the identity here ("cert:<subject>"), before the token. */
+static enum auth_result call_identify(struct gcall *c, const char *path, uint64_t *retry_ms)
+{
+	struct auth *au = c->g->agent->auth;
+	char *peer = grpc_call_get_peer(c->call);
+	const char *p = peer ? peer : "?";
+	snprintf(c->who, sizeof(c->who), "grpc:%s", p);
+	/* the limiter's key is the address without the port */
+	char addr[64];
+	const char *s = p, *e = NULL;
+	if (strncmp(p, "ipv4:", 5) == 0) {
+		s = p + 5;
+		e = strrchr(s, ':');
+	} else if (strncmp(p, "ipv6:[", 6) == 0) {
+		s = p + 6;
+		e = strchr(s, ']');
+	} else if (strncmp(p, "ipv6:%5B", 8) == 0) {
+		/* newer gRPC percent-encodes the brackets */
+		s = p + 8;
+		e = strstr(s, "%5D");
+	}
+	size_t n = e ? (size_t)(e - s) : strlen(s);
+	snprintf(addr, sizeof(addr), "%.*s", (int)(n < sizeof(addr) - 1 ? n : sizeof(addr) - 1), s);
+	bool is_unix = strncmp(p, "unix:", 5) == 0 || strncmp(p, "unix-abstract:", 14) == 0;
+	gpr_free(peer);
+	if (is_unix) {
+		snprintf(c->who, sizeof(c->who), "grpc:unix");
+		return AUTH_OK;
+	}
+	if (!au || !au->enabled)
+		return AUTH_OK;
+	char hdr[AUTH_TOKEN_MAX + 16] = "";
+	bool have = false;
+	for (size_t i = 0; i < c->md.count; i++) {
+		const grpc_metadata *m = &c->md.metadata[i];
+		if (grpc_slice_str_cmp(m->key, "authorization") != 0)
+			continue;
+		size_t vl = GRPC_SLICE_LENGTH(m->value);
+		/* longer than any token: wrong, without copying it all */
+		snprintf(hdr, sizeof(hdr), "%.*s", (int)(vl < sizeof(hdr) - 1 ? vl : sizeof(hdr) - 1),
+			 (const char *)GRPC_SLICE_START_PTR(m->value));
+		have = true;
+		break;
+	}
+	char id[32];
+	enum auth_result r = auth_request(au, "grpc", addr, "call", path, have ? hdr : NULL, id, sizeof(id),
+					  retry_ms);
+	if (r == AUTH_OK) {
+		size_t l = strlen(c->who);
+		snprintf(c->who + l, sizeof(c->who) - l, " %s", id);
+	}
+	return r;
+}
+
 static void on_new(struct gcall *c, int ok)
 {
 	struct grpc_api *g = c->g;
@@ -1281,6 +1308,21 @@ static void on_new(struct gcall *c, int ok)
 	if (!batch(c, ops, 1, &c->t_close)) {
 		c->refs++;
 		unref(c);
+		return;
+	}
+	uint64_t retry_ms = 0;
+	enum auth_result ar = call_identify(c, path, &retry_ms);
+	if (ar == AUTH_THROTTLED) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "too many failed authentication attempts; retry in %llu ms",
+			 (unsigned long long)retry_ms);
+		send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+		return;
+	} else if (ar != AUTH_OK) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "authentication required: %s (send metadata \"authorization: Bearer "
+			 "<token>\")", auth_result_str(ar));
+		send_status(c, GRPC_STATUS_UNAUTHENTICATED, msg);
 		return;
 	}
 	if (c->m == M_UNKNOWN) {
@@ -1499,7 +1541,7 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 	char host[128];
 	uint16_t port;
 	*out = NULL;
-	if (config_parse_listen(listen, host, sizeof(host), &port)) {
+	if (listen && config_parse_listen(listen, host, sizeof(host), &port)) {
 		snprintf(err, errlen, "invalid listen address \"%s\"", listen);
 		return -EINVAL;
 	}
@@ -1573,11 +1615,37 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 	} else {
 		creds = grpc_insecure_server_credentials_create();
 	}
-	g->port = creds ? grpc_server_add_http2_port(g->server, listen, creds) : 0;
+	g->port = listen && creds ? grpc_server_add_http2_port(g->server, listen, creds) : 0;
+	bool ok = listen ? g->port > 0 : true;
+	if (!ok)
+		snprintf(err, errlen, creds ? "cannot listen on %s" : "cannot set up TLS for %s", listen);
 	if (creds)
 		grpc_server_credentials_release(creds);
-	if (g->port <= 0 || g->efd < 0) {
-		snprintf(err, errlen, creds ? "cannot listen on %s" : "cannot set up TLS for %s", listen);
+	const char *sock = a->cfg->api.grpc_socket;
+	if (ok && sock) {
+		/* Plaintext: the socket file's mode is the credential. gRPC binds
+		 * it: the same stale-file rule first, a umask so it is never
+		 * wider than 0600 in between, then the configured mode. */
+		grpc_server_credentials *ucreds = grpc_insecure_server_credentials_create();
+		char uri[128];
+		snprintf(uri, sizeof(uri), "unix:%s", sock);
+		ok = auth_unix_prepare(sock, err, errlen) == 0;
+		if (ok) {
+			mode_t old = umask(0177);
+			ok = grpc_server_add_http2_port(g->server, uri, ucreds) > 0;
+			umask(old);
+			if (!ok)
+				snprintf(err, errlen, "%s: cannot listen", sock);
+			else if (chmod(sock, a->cfg->api.socket_mode) < 0)
+				ok = !snprintf(err, errlen, "%s: chmod: %s", sock, strerror(errno));
+			else
+				g->sock_path = strdup(sock);
+		}
+		grpc_server_credentials_release(ucreds);
+	}
+	if (!ok || g->efd < 0) {
+		if (g->efd < 0)
+			snprintf(err, errlen, "cannot create an eventfd");
 		if (g->tls_next)
 			grpc_ssl_server_certificate_config_destroy(g->tls_next);
 		pthread_mutex_destroy(&g->tls_lock);
@@ -1589,6 +1657,7 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 		pthread_mutex_destroy(&g->lock);
 		pthread_mutex_destroy(&g->slock);
 		free(g->feed);
+		free(g->sock_path);
 		free(g);
 		grpc_shutdown();
 		reflection_fini();
@@ -1693,6 +1762,10 @@ static void impl_stop(struct grpc_api *g)
 	pthread_mutex_destroy(&g->lock);
 	pthread_mutex_destroy(&g->slock);
 	free(g->q);
+	if (g->sock_path) {
+		unlink(g->sock_path);
+		free(g->sock_path);
+	}
 	free(g);
 	grpc_shutdown();
 	reflection_fini();

@@ -20,6 +20,7 @@
 #include <sys/epoll.h>
 
 #include "agent.h"
+#include "auth.h"
 #include "config.h"
 #include "event.h"
 #include "journal.h"
@@ -100,19 +101,54 @@ static void emit(enum event_type t, enum event_level lvl, const char *msg, const
 	journal_append(A.journal, e);
 }
 
+/* The token set a config asks for (NULL with api.auth: false). A token
+ * file that is absent is generated, and its path logged (never the token). */
+static int load_tokens(const struct agent_config *c, struct auth_tokens **out, char *err, size_t errlen)
+{
+	bool created = false;
+	*out = NULL;
+	if (!c->api.auth)
+		return 0;
+	int r = auth_tokens_load(c->api.token_file, true, out, &created, err, errlen);
+	if (!r && created)
+		log_info("generated a new API token in %s (id %s); clients send \"Authorization: Bearer $(cat %s)\"",
+			 c->api.token_file, (*out)->t[0].id, c->api.token_file);
+	return r;
+}
+
+/* Commit point of the auth part of a config (start, reload). */
+static void apply_auth(const struct agent_config *c, struct auth_tokens *tokens)
+{
+	auth_tokens_free(A.auth->tokens);
+	A.auth->tokens = tokens;
+	A.auth->enabled = c->api.auth;
+	A.auth->metrics_auth = c->api.metrics_auth;
+	if (!c->api.auth)
+		log_warn("API AUTHENTICATION IS OFF (api.auth: false): every local user can read the agent's state "
+			 "and push onepanel configuration as root");
+	else
+		log_info("API authentication: %zu bearer token(s) from %s", tokens ? tokens->n : 0,
+			 c->api.token_file);
+}
+
 static int start_rest(const struct agent_config *c, const struct tls_creds *tls, struct rest **out)
 {
 	char err[256];
 	*out = NULL;
-	if (!c->api.rest_listen)
+	if (!c->api.rest_listen && !c->api.rest_socket)
 		return 0;
-	int r = rest_start(&A, c->api.rest_listen, c->api.max_sse_clients, tls, &c->api.limits, out, err,
-			   sizeof(err));
-	if (r)
+	int r = rest_start(&A, c->api.rest_listen, c->api.rest_socket, c->api.socket_mode, c->api.max_sse_clients, tls,
+			   &c->api.limits, out, err, sizeof(err));
+	if (r) {
 		log_error("rest: %s", err);
-	else
+		return r;
+	}
+	if (c->api.rest_listen)
 		log_info("REST API listening on %s://%s%s", tls ? "https" : "http", c->api.rest_listen,
 			 tls && tls->ca_pem ? " (client certificates required)" : "");
+	if (c->api.rest_socket)
+		log_info("REST API listening on unix socket %s (mode %04o; no token asked there)", c->api.rest_socket,
+			 c->api.socket_mode);
 	return r;
 }
 
@@ -128,14 +164,19 @@ static int start_grpc(const struct agent_config *c, struct grpc_api **out)
 {
 	char err[256];
 	*out = NULL;
-	if (!c->api.grpc_listen)
+	if (!c->api.grpc_listen && !c->api.grpc_socket)
 		return 0;
 	int r = grpc_api_start(&A, c->api.grpc_listen, c->api.max_subscribers, out, err, sizeof(err));
-	if (r)
+	if (r) {
 		log_error("grpc: %s", err);
-	else
+		return r;
+	}
+	if (c->api.grpc_listen)
 		log_info("gRPC API listening on %s (port %d)%s", c->api.grpc_listen, grpc_api_port(*out),
 			 !A.tls ? "" : A.tls->ca_pem ? ", TLS, client certificates required" : ", TLS");
+	if (c->api.grpc_socket)
+		log_info("gRPC API listening on unix socket %s (mode %04o; no token asked there)", c->api.grpc_socket,
+			 c->api.socket_mode);
 	return r;
 }
 
@@ -220,7 +261,9 @@ static void reload_config(void)
 	/* The TLS files are read again whatever the config says: a renewed
 	 * certificate under the same name is the usual reason for a SIGHUP. */
 	struct tls_creds *nt = NULL;
-	if (tls_creds_load(&nc->api.tls, &nt, err, sizeof(err))) {
+	struct auth_tokens *tokens = NULL;
+	if (tls_creds_load(&nc->api.tls, &nt, err, sizeof(err)) || load_tokens(nc, &tokens, err, sizeof(err))) {
+		tls_creds_free(nt);
 		log_error("config reload failed, keeping the running configuration: %s", err);
 		A.config_reload_failures++;
 		emit(EV_AGENT_CONFIG_RELOAD_FAILED, EL_ERROR, "agent config reload failed; running config kept", "error",
@@ -232,6 +275,7 @@ static void reload_config(void)
 	/* libmicrohttpd cannot swap its credentials: new ones mean a new
 	 * daemon, which ends the open connections (event streams included). */
 	if (!same_str(nc->api.rest_listen, A.cfg->api.rest_listen) ||
+	    !same_str(nc->api.rest_socket, A.cfg->api.rest_socket) || nc->api.socket_mode != A.cfg->api.socket_mode ||
 	    nc->api.max_sse_clients != A.cfg->api.max_sse_clients || tls_changed ||
 	    memcmp(&nc->api.limits, &A.cfg->api.limits, sizeof(nc->api.limits)) != 0) {
 		struct rest *nr = NULL;
@@ -246,8 +290,9 @@ static void reload_config(void)
 			A.config_reload_failures++;
 			emit(EV_AGENT_CONFIG_RELOAD_FAILED, EL_ERROR,
 			     "agent config reload failed: cannot listen on the new REST address", "rest_listen",
-			     nc->api.rest_listen);
+			     nc->api.rest_listen ? nc->api.rest_listen : nc->api.rest_socket);
 			tls_creds_free(nt);
+			auth_tokens_free(tokens);
 			config_free(nc);
 			return;
 		}
@@ -262,6 +307,10 @@ static void reload_config(void)
 	} else {
 		tls_creds_free(nt);
 	}
+	apply_auth(nc, tokens);
+	if (!same_str(nc->api.grpc_listen, A.cfg->api.grpc_listen) ||
+	    !same_str(nc->api.grpc_socket, A.cfg->api.grpc_socket))
+		log_warn("config reload: api.grpc_listen and api.grpc_socket take effect at the next start");
 	if (nc->events.journal_size != A.cfg->events.journal_size)
 		log_warn("config reload: events.journal_size takes effect at the next start");
 	if (nc->api.limits.grpc_max_message_bytes != A.cfg->api.limits.grpc_max_message_bytes)
@@ -362,6 +411,19 @@ int main(int argc, char **argv)
 		if (!A.cfg)
 			return 1;
 	}
+	if (test && A.cfg->api.auth) {
+		/* the token file too (systemd's ExecStartPre/ExecReload run -t);
+		 * an absent one is not an error: it is generated at start */
+		struct auth_tokens *t = NULL;
+		int r = auth_tokens_load(A.cfg->api.token_file, false, &t, NULL, err, sizeof(err));
+		auth_tokens_free(t);
+		if (r && r != -ENOENT) {
+			fprintf(stderr, "%s\n", err);
+			fprintf(stderr, "oneshield-agent: API token refused\n");
+			config_free(A.cfg);
+			return 1;
+		}
+	}
 	if (test) {
 		printf("oneshield-agent: configuration %s is valid\n", path ? path : "(built-in defaults)");
 		tls_creds_free(A.tls);
@@ -371,6 +433,20 @@ int main(int argc, char **argv)
 	if (!path)
 		log_warn("no configuration file (%s absent): using built-in defaults, no onepanel", CONFIG_DEFAULT_PATH);
 	A.config_path = path;
+	/* Before anything listens: no window without authentication. */
+	struct auth_tokens *tokens = NULL;
+	if (load_tokens(A.cfg, &tokens, err, sizeof(err))) {
+		fprintf(stderr, "%s\n", err);
+		fprintf(stderr, "oneshield-agent: API token refused\n");
+		config_free(A.cfg);
+		return 1;
+	}
+	A.auth = calloc(1, sizeof(*A.auth));
+	if (!A.auth || !(A.auth->limiter = auth_limiter_new(AUTH_PEERS))) {
+		log_error("out of memory");
+		return 1;
+	}
+	apply_auth(A.cfg, tokens);
 
 	sigset_t mask;
 	sigemptyset(&mask);
@@ -490,5 +566,8 @@ out:
 	close(sfd);
 	tls_creds_free(A.tls);
 	config_free(A.cfg);
+	auth_tokens_free(A.auth->tokens);
+	auth_limiter_free(A.auth->limiter);
+	free(A.auth);
 	return exit_code;
 }

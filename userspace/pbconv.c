@@ -601,6 +601,7 @@ int pb_code_from_http(int http)
 	case 404: return 5;	/* NOT_FOUND */
 	case 409: return 10;	/* ABORTED */
 	case 413: return 8;	/* RESOURCE_EXHAUSTED */
+	case 429: return 8;	/* RESOURCE_EXHAUSTED (rate limited) */
 	case 422: return 9;	/* FAILED_PRECONDITION */
 	case 503: return 14;	/* UNAVAILABLE */
 	case 507: return 8;	/* RESOURCE_EXHAUSTED */

@@ -11,8 +11,10 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "agent.h"
+#include "auth.h"
 #include "cfgapply.h"
 #include "cfgfs.h"
 #include "buf.h"
@@ -48,23 +50,40 @@ struct sse {
 	struct sse *prev, *next;
 };
 
-struct rest {
-	struct agent *agent;
+/* The TCP listener and the optional unix socket: two daemons, one handler. */
+struct listener {
+	struct rest *rest;
 	struct MHD_Daemon *d;
 	struct loop_io *io;
+	bool is_unix;
+};
+
+struct rest {
+	struct agent *agent;
+	struct listener l[2];
+	size_t nl;
+	char *sock_path;      /* api.rest_socket, unlinked at stop */
+	bool prepare_added;
 	struct loop_timer *heartbeat;
 	struct sse *clients;
 	size_t nclients, max_clients;
 	bool closing;
 	struct req *apply_req;  /* the request waiting for the running apply */
 	bool need_run;        /* a connection was resumed: run MHD before sleeping */
-	bool mtls;            /* every request must come with a verified client certificate */
+	bool mtls;            /* every TCP request must come with a verified client certificate */
 	unsigned short port;
 	struct api_limits lim; /* api.limits, as when the listener started */
 };
 
 struct req {
 	size_t hdr_bytes;     /* names + values of the headers (api.limits.max_header_bytes) */
+	bool denied;          /* mTLS: no or bad client certificate, 403 queued */
+	char cert_subject[256]; /* mTLS: the verified client certificate's subject DN */
+	/* who: "rest:<address>" plus the authenticated identity
+	 * ("token:<id>", "uid:<n>" on the unix socket); see rest_identify */
+	char peer[96];
+	enum auth_result auth;    /* AUTH_OK, or why the request is refused */
+	uint64_t retry_ms;        /* AUTH_THROTTLED: backoff left */
 	size_t body_len;
 	struct buf body;      /* kept only for POST /v1/config/apply */
 	bool keep_body;
@@ -74,8 +93,6 @@ struct req {
 	cJSON *result;
 	int result_code;
 	bool waiting, answered;
-	bool denied;          /* mTLS: no or bad client certificate, 403 queued */
-	char cert_subject[256]; /* mTLS: the verified client certificate's subject DN */
 };
 
 /* ---- responses ---- */
@@ -618,17 +635,7 @@ static enum MHD_Result h_config_apply(struct rest *r, struct MHD_Connection *c, 
 		cJSON_AddStringToObject(j, "message", err);
 		return send_json(c, rc == -EFBIG ? MHD_HTTP_CONTENT_TOO_LARGE : MHD_HTTP_BAD_REQUEST, j);
 	}
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	snprintf(req->peer, sizeof(req->peer), "rest:unknown");
-	if (ci && ci->client_addr) {
-		char host[INET6_ADDRSTRLEN] = "?";
-		const struct sockaddr *sa = ci->client_addr;
-		if (sa->sa_family == AF_INET)
-			inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof(host));
-		else if (sa->sa_family == AF_INET6)
-			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof(host));
-		snprintf(req->peer, sizeof(req->peer), "rest:%s", host);
-	}
+	snprintf(req->peer, sizeof(req->peer), "%s", q->peer);
 	if (q->cert_subject[0]) {
 		size_t n = strlen(req->peer);
 		snprintf(req->peer + n, sizeof(req->peer) - n, " cert:%s", q->cert_subject);
@@ -753,6 +760,93 @@ static bool client_cert_ok(struct MHD_Connection *c, struct req *q, char *why, s
 	return false;
 }
 
+/* ---- authentication ---- */
+
+static bool from_unix(struct rest *r, struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *di = MHD_get_connection_info(c, MHD_CONNECTION_INFO_DAEMON);
+	for (size_t k = 0; di && k < r->nl; k++)
+		if (r->l[k].is_unix && r->l[k].d == di->daemon)
+			return true;
+	return false;
+}
+
+/* Paths anyone may read: liveness, and the Prometheus scrape unless
+ * api.metrics_auth (scrapers are often not given secrets). */
+static bool open_path(const struct auth *au, const char *url)
+{
+	return strcmp(url, "/healthz") == 0 || (strcmp(url, "/metrics") == 0 && !au->metrics_auth);
+}
+
+/* Who is asking, decided once per request from its headers (before any
+ * body is read): q->peer and q->auth. A hook for TLS (issue 8 §2): with
+ * client certificates, a verified certificate's subject becomes the
+ * identity here ("cert:<subject>"), before the token is looked at. */
+static void rest_identify(struct rest *r, struct MHD_Connection *c, const char *url, const char *method,
+			  struct req *q)
+{
+	struct auth *au = r->agent->auth;
+	q->auth = AUTH_OK;
+	if (from_unix(r, c)) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		unsigned uid;
+		if (ci && auth_peer_uid(ci->connect_fd, &uid) == 0)
+			snprintf(q->peer, sizeof(q->peer), "rest:unix uid:%u", uid);
+		else
+			snprintf(q->peer, sizeof(q->peer), "rest:unix uid:?");
+		return;
+	}
+	char host[INET6_ADDRSTRLEN] = "unknown";
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci && ci->client_addr) {
+		const struct sockaddr *sa = ci->client_addr;
+		if (sa->sa_family == AF_INET)
+			inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof(host));
+		else if (sa->sa_family == AF_INET6)
+			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof(host));
+	}
+	snprintf(q->peer, sizeof(q->peer), "rest:%s", host);
+	if (!au || !au->enabled || open_path(au, url))
+		return;
+	char who[32];
+	const char *hdr = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	q->auth = auth_request(au, "rest", host, method, url, hdr, who, sizeof(who), &q->retry_ms);
+	if (q->auth == AUTH_OK) {
+		size_t n = strlen(q->peer);
+		snprintf(q->peer + n, sizeof(q->peer) - n, " %s", who);
+	}
+}
+
+static bool has_body(struct MHD_Connection *c)
+{
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	return MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) ||
+	       (cl && strcmp(cl, "0") != 0);
+}
+
+/* 401 with a WWW-Authenticate challenge (RFC 6750), or 429 with
+ * Retry-After while the peer backs off. */
+static enum MHD_Result send_refusal(struct MHD_Connection *c, const struct req *q)
+{
+	cJSON *j = cJSON_CreateObject();
+	if (q->auth == AUTH_THROTTLED) {
+		char secs[24];
+		snprintf(secs, sizeof(secs), "%llu", (unsigned long long)((q->retry_ms + 999) / 1000));
+		cJSON_AddStringToObject(j, "error", "too many failed authentication attempts; retry later");
+		cJSON_AddNumberToObject(j, "status", MHD_HTTP_TOO_MANY_REQUESTS);
+		cJSON_AddNumberToObject(j, "retry_after_ms", (double)q->retry_ms);
+		return send_json_hdr(c, MHD_HTTP_TOO_MANY_REQUESTS, j, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+	}
+	char msg[160];
+	snprintf(msg, sizeof(msg), "authentication required: %s (send \"Authorization: Bearer <token>\")",
+		 auth_result_str(q->auth));
+	cJSON_AddStringToObject(j, "error", msg);
+	cJSON_AddNumberToObject(j, "status", MHD_HTTP_UNAUTHORIZED);
+	return send_json_hdr(c, MHD_HTTP_UNAUTHORIZED, j, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+			     q->auth == AUTH_WRONG ? "Bearer realm=\"oneshield-agent\", error=\"invalid_token\""
+						   : "Bearer realm=\"oneshield-agent\"");
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 			      const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
@@ -768,12 +862,21 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		buf_init(&q->body);
 		*con_cls = q;
 		char why[256];
-		if (r->mtls && !client_cert_ok(c, q, why, sizeof(why)))
+		if (r->mtls && !from_unix(r, c) && !client_cert_ok(c, q, why, sizeof(why)))
 			return send_error(c, MHD_HTTP_FORBIDDEN, "%s", why);
 		const struct route *rt = find_route(url);
 		q->method_post = strcmp(method, "POST") == 0;
-		q->keep_body = rt && (rt->fnq == h_config_apply || rt->fnq == h_probes) && q->method_post;
 		MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &q->hdr_bytes);
+		rest_identify(r, c, url, method, q);
+		/* a refused request's body is never kept (nor read: below) */
+		q->keep_body = rt && (rt->fnq == h_config_apply || rt->fnq == h_probes) && q->method_post &&
+			       q->auth == AUTH_OK;
+		*con_cls = q;
+		/* Refused with a body to come: answer now, before any of it is
+		 * read (no "100 Continue"; MHD closes the connection after the
+		 * answer) rather than read a stranger's upload to its end. */
+		if (q->auth != AUTH_OK && has_body(c))
+			return send_refusal(c, q);
 		return MHD_YES;
 	}
 	if (q->denied) {
@@ -789,6 +892,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (q->auth != AUTH_OK)
+		return send_refusal(c, q);
 	if (q->hdr_bytes > r->lim.max_header_bytes)
 		return send_error(c, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
 				  "request headers over %zu bytes (api.limits.max_header_bytes; names and values)",
@@ -841,10 +946,10 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 
 static void mhd_ready(void *arg, int fd, uint32_t events)
 {
-	struct rest *r = arg;
+	struct listener *l = arg;
 	(void)fd;
 	(void)events;
-	MHD_run(r->d);
+	MHD_run(l->d);
 }
 
 /* Before the loop sleeps: libmicrohttpd may have work that no fd will signal
@@ -853,21 +958,27 @@ static void mhd_ready(void *arg, int fd, uint32_t events)
 static int mhd_prepare(void *arg)
 {
 	struct rest *r = arg;
-	MHD_UNSIGNED_LONG_LONG t = 0;
+	int best = -1; /* no daemon has a timeout */
 	/* Resumed connections are picked up by the next MHD_run; nothing
 	 * signals the external epoll set for them. */
-	if (r->need_run) {
-		r->need_run = false;
-		MHD_run(r->d);
+	bool resumed = r->need_run;
+	r->need_run = false;
+	for (size_t k = 0; k < r->nl; k++) {
+		struct MHD_Daemon *d = r->l[k].d;
+		MHD_UNSIGNED_LONG_LONG t = 0;
+		bool has = false;
+		if (resumed)
+			MHD_run(d);
+		for (int i = 0; i < 8 && (has = MHD_get_timeout(d, &t) == MHD_YES) && t == 0; i++)
+			MHD_run(d);
+		if (!has)
+			continue;
+		if (t > 60000)
+			t = 60000;
+		if (best < 0 || (int)t < best)
+			best = (int)t;
 	}
-	for (int i = 0; i < 8; i++) {
-		if (MHD_get_timeout(r->d, &t) != MHD_YES)
-			return -1;
-		if (t > 0)
-			break;
-		MHD_run(r->d);
-	}
-	return t > 60000 ? 60000 : (int)t;
+	return best;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -881,43 +992,100 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("rest: %s", msg);
 }
 
-int rest_start(struct agent *a, const char *listen, size_t max_sse, const struct tls_creds *tls,
-	       const struct api_limits *lim, struct rest **out, char *err, size_t errlen)
+/* One daemon per listener, the same handler; sock_fd >= 0: a unix socket
+ * we bound (MHD takes it over), else the TCP address ss. */
+static int add_listener(struct rest *r, unsigned flags, const struct sockaddr_storage *ss, int sock_fd,
+			size_t max_sse, const struct MHD_OptionItem *tlsopt)
+{
+	struct listener *l = &r->l[r->nl];
+	l->rest = r;
+	l->is_unix = sock_fd >= 0;
+	/* MHD's own bound on a connection's memory stays above the header limit,
+	 * so that an oversized request reaches the handler and gets a JSON 431 */
+	size_t mem = 2 * r->lim.max_header_bytes + 32768;
+	if (mem < 65536)
+		mem = 65536;
+	if (l->is_unix)
+		l->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, r,
+					MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+					MHD_OPTION_LISTEN_SOCKET, sock_fd,
+					MHD_OPTION_NOTIFY_COMPLETED, completed, r,
+					MHD_OPTION_CONNECTION_LIMIT, (unsigned)(max_sse + 128),
+					MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+					MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem,
+					MHD_OPTION_END);
+	else
+		l->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, r,
+					MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+					MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)ss,
+					MHD_OPTION_NOTIFY_COMPLETED, completed, r,
+					MHD_OPTION_CONNECTION_LIMIT, (unsigned)(max_sse + 128),
+					MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+					MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem,
+					MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)r->lim.max_connections_per_peer,
+					MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
+					MHD_OPTION_ARRAY, tlsopt,
+					MHD_OPTION_END);
+	if (!l->d) {
+		int e = errno ? errno : EADDRINUSE;
+		if (sock_fd >= 0)
+			close(sock_fd); /* not taken over */
+		return -e;
+	}
+	r->nl++;
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_EPOLL_FD);
+	if (!di || !(l->io = loop_io_add(r->agent->loop, di->epoll_fd, EPOLLIN, mhd_ready, l)))
+		return -ENOMEM;
+	if (!l->is_unix) {
+		const union MHD_DaemonInfo *pi = MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_BIND_PORT);
+		r->port = pi ? pi->port : 0;
+	}
+	return 0;
+}
+
+int rest_start(struct agent *a, const char *listen, const char *sock_path, unsigned sock_mode, size_t max_sse,
+	       const struct tls_creds *tls, const struct api_limits *lim, struct rest **out, char *err,
+	       size_t errlen)
 {
 	char host[128];
-	uint16_t port;
+	uint16_t port = 0;
 	*out = NULL;
-	if (config_parse_listen(listen, host, sizeof(host), &port)) {
-		snprintf(err, errlen, "invalid listen address \"%s\"", listen);
-		return -EINVAL;
-	}
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
 	unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-	} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		flags |= MHD_USE_IPv6;
-	} else {
-		snprintf(err, errlen, "invalid listen host \"%s\"", host);
-		return -EINVAL;
+	if (listen) {
+		if (config_parse_listen(listen, host, sizeof(host), &port)) {
+			snprintf(err, errlen, "invalid listen address \"%s\"", listen);
+			return -EINVAL;
+		}
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+		if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+			sin->sin_family = AF_INET;
+			sin->sin_port = htons(port);
+		} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+			sin6->sin6_family = AF_INET6;
+			sin6->sin6_port = htons(port);
+			flags |= MHD_USE_IPv6;
+		} else {
+			snprintf(err, errlen, "invalid listen host \"%s\"", host);
+			return -EINVAL;
+		}
 	}
 	struct rest *r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
 	r->agent = a;
 	r->max_clients = max_sse;
-	/* TLS: the PEM is copied into gnutls credentials at start; a new
-	 * certificate means a new daemon (main.c's reload does that). */
+	r->lim = *lim;
+	/* TLS, on the TCP listener (the unix socket's file mode is its
+	 * credential): the PEM is copied into gnutls credentials at start; a
+	 * new certificate means a new daemon (main.c's reload does that). */
 	struct MHD_OptionItem tlsopt[5];
 	size_t nt = 0;
+	unsigned tflags = flags;
 	if (tls) {
-		flags |= MHD_USE_TLS;
+		tflags |= MHD_USE_TLS;
 		tlsopt[nt++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0, tls->cert_pem };
 		tlsopt[nt++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0, tls->key_pem };
 		tlsopt[nt++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)TLS_PRIORITIES };
@@ -927,32 +1095,32 @@ int rest_start(struct agent *a, const char *listen, size_t max_sse, const struct
 		}
 	}
 	tlsopt[nt] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
-	r->lim = *lim;
-	/* MHD's own bound on a connection's memory stays above the header limit,
-	 * so that an oversized request reaches the handler and gets a JSON 431 */
-	size_t mem = 2 * lim->max_header_bytes + 32768;
-	r->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, r,
-				MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-				MHD_OPTION_NOTIFY_COMPLETED, completed, r,
-				MHD_OPTION_CONNECTION_LIMIT, (unsigned)(max_sse + 128),
-				MHD_OPTION_CONNECTION_TIMEOUT, 60u,
-				MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem < 65536 ? (size_t)65536 : mem,
-				MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)lim->max_connections_per_peer,
-				MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
-				MHD_OPTION_ARRAY, tlsopt,
-				MHD_OPTION_END);
-	if (!r->d) {
-		snprintf(err, errlen, "cannot listen on %s: %s", listen, strerror(errno ? errno : EADDRINUSE));
-		free(r);
-		return -EADDRINUSE;
+	int rc = 0;
+	if (listen && (rc = add_listener(r, tflags, &ss, -1, max_sse, tlsopt))) {
+		snprintf(err, errlen, "cannot listen on %s: %s", listen, strerror(-rc));
+		rest_stop(r);
+		return rc == -ENOMEM ? rc : -EADDRINUSE;
 	}
-	const union MHD_DaemonInfo *di = MHD_get_daemon_info(r->d, MHD_DAEMON_INFO_EPOLL_FD);
-	const union MHD_DaemonInfo *pi = MHD_get_daemon_info(r->d, MHD_DAEMON_INFO_BIND_PORT);
-	r->port = pi ? pi->port : port;
-	if (!di || !(r->io = loop_io_add(a->loop, di->epoll_fd, EPOLLIN, mhd_ready, r)) ||
-	    loop_add_prepare(a->loop, mhd_prepare, r) || journal_add_listener(a->journal, on_event, r) ||
-	    !(r->heartbeat = loop_timer_new(a->loop, heartbeat, r)) ||
+	if (sock_path) {
+		int fd = auth_unix_listen(sock_path, sock_mode, err, errlen);
+		if (fd < 0) {
+			rest_stop(r);
+			return fd;
+		}
+		if (!(r->sock_path = strdup(sock_path))) {
+			close(fd);
+			rest_stop(r);
+			return -ENOMEM;
+		}
+		if ((rc = add_listener(r, MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, NULL, fd,
+				       max_sse, tlsopt + nt))) {
+			snprintf(err, errlen, "cannot serve on %s: %s", sock_path, strerror(-rc));
+			rest_stop(r);
+			return rc;
+		}
+	}
+	if (loop_add_prepare(a->loop, mhd_prepare, r) || !(r->prepare_added = true) ||
+	    journal_add_listener(a->journal, on_event, r) || !(r->heartbeat = loop_timer_new(a->loop, heartbeat, r)) ||
 	    loop_timer_arm(r->heartbeat, HEARTBEAT_MS, HEARTBEAT_MS)) {
 		snprintf(err, errlen, "cannot attach the REST server to the core loop");
 		rest_stop(r);
@@ -986,14 +1154,19 @@ void rest_stop(struct rest *r)
 	if (!r)
 		return;
 	journal_remove_listener(r->agent->journal, on_event, r);
-	loop_remove_prepare(r->agent->loop, mhd_prepare, r);
+	if (r->prepare_added)
+		loop_remove_prepare(r->agent->loop, mhd_prepare, r);
 	loop_timer_free(r->agent->loop, r->heartbeat);
-	loop_io_del(r->agent->loop, r->io);
-	if (r->d) {
-		/* Resume parked streams so MHD can close and free them. */
-		for (struct sse *s = r->clients; s; s = s->next)
-			sse_resume(s);
-		MHD_stop_daemon(r->d);
+	/* Resume parked streams so MHD can close and free them. */
+	for (struct sse *s = r->clients; s; s = s->next)
+		sse_resume(s);
+	for (size_t k = 0; k < r->nl; k++) {
+		loop_io_del(r->agent->loop, r->l[k].io);
+		MHD_stop_daemon(r->l[k].d);
+	}
+	if (r->sock_path) {
+		unlink(r->sock_path);
+		free(r->sock_path);
 	}
 	free(r);
 }
@@ -1003,9 +1176,15 @@ void rest_stop(struct rest *r)
 int rest_add_connection(struct rest *r, int fd)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	/* MHD owns fd from here, also when this fails */
-	if (MHD_add_connection(r->d, fd, (struct sockaddr *)&sin, sizeof(sin)) != MHD_YES)
-		return -ECONNREFUSED;
-	r->need_run = true;
-	return 0;
+	for (size_t k = 0; k < r->nl; k++) {
+		if (r->l[k].is_unix)
+			continue;
+		/* MHD owns fd from here, also when this fails */
+		if (MHD_add_connection(r->l[k].d, fd, (struct sockaddr *)&sin, sizeof(sin)) != MHD_YES)
+			return -ECONNREFUSED;
+		r->need_run = true;
+		return 0;
+	}
+	close(fd);
+	return -ECONNREFUSED;
 }

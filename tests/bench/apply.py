@@ -69,7 +69,7 @@ def main():
         f.write(f"onepanel:\n  binary: {sim}\n  pid_file: {d}/onepanel.pid\n  config_file: {d}/onepanel.conf\n"
                 f"  allowed_dirs: [{d}]\n  validate_command: \"{sim} -t -c {{config}}\"\n"
                 f"  error_logs:\n    - {{ path: {d}/error.log }}\n"
-                f"api:\n  rest_listen: 127.0.0.1:19940\n  grpc_listen: off\n"
+                f"api:\n  auth: false\n  rest_listen: 127.0.0.1:19940\n  grpc_listen: off\n"
                 # back-to-back applies: above the default 30 a minute
                 f"  limits: {{ applies_per_minute: 10000 }}\n")
     procs = []

@@ -57,7 +57,7 @@ class Agent:
         cfg = os.path.join(self.dir, "agent.yaml")
         with open(cfg, "w") as f:
             f.write("onepanel:\n" + "".join(f"  {l}\n" for l in onepanel_lines))
-            f.write(f"api:\n  rest_listen: 127.0.0.1:{self.port}\n  grpc_listen: off\n")
+            f.write(f"api:\n  auth: false\n  rest_listen: 127.0.0.1:{self.port}\n  grpc_listen: off\n")
             f.write("metrics:\n  interval: 1s\nevents:\n  journal_size: 65536\n")
         env = dict(os.environ, **(env_extra or {}))
         self.log = open(os.path.join(self.dir, "agent.log"), "w")

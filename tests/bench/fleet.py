@@ -136,7 +136,7 @@ def main():
                 f.write(f"onepanel:\n  binary: {a.sim}\n  pid_file: {d}/onepanel.pid\n  config_file: {conf}\n"
                         f"  allowed_dirs: [{d}]\n  access_logs: [{{ path: {d}/access.log }}]\n"
                         f"  error_logs: [{{ path: {d}/error.log }}]\n"
-                        f"api:\n  rest_listen: 127.0.0.1:{rport}\n  grpc_listen: off\n"
+                        f"api:\n  auth: false\n  rest_listen: 127.0.0.1:{rport}\n  grpc_listen: off\n"
                         f"metrics:\n  interval: {a.report_interval}\n"
                         f"oneshield:\n  address: 127.0.0.1:{sport}\n  spool_dir: {d}/state\n"
                         f"  report_interval: {a.report_interval}\n  labels: [fleet=bench, n={i}]\n")

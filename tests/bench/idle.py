@@ -81,7 +81,7 @@ def main():
         with open(f"{d}/agent-{grpc != 'off'}.yaml", "w") as f:
             f.write(f"onepanel:\n  binary: {sim}\n  pid_file: {d}/onepanel.pid\n  config_file: {d}/onepanel.conf\n"
                     f"  allowed_dirs: [{d}]\n  validate_command: \"{sim} -t -c {{config}}\"\n"
-                    f"api:\n  rest_listen: 127.0.0.1:19440\n  grpc_listen: {grpc}\nmetrics:\n  interval: 1s\n")
+                    f"api:\n  auth: false\n  rest_listen: 127.0.0.1:19440\n  grpc_listen: {grpc}\nmetrics:\n  interval: 1s\n")
     procs = []
     try:
         procs.append(subprocess.Popen([sim, "-c", f"{d}/onepanel.conf"], stderr=subprocess.DEVNULL))

@@ -62,7 +62,7 @@ http {{ access_log {acc} combined;
         with open(f"{d}/agent.yaml", "w") as f:
             f.write(f"onepanel:\n  binary: /usr/sbin/nginx\n  pid_file: {d}/nginx.pid\n"
                     f"  access_logs: [{{ path: {acc} }}]\n  error_logs: [{{ path: {err} }}]\n"
-                    f"api:\n  rest_listen: 127.0.0.1:{aport}\n  grpc_listen: off\n")
+                    f"api:\n  auth: false\n  rest_listen: 127.0.0.1:{aport}\n  grpc_listen: off\n")
         ag = subprocess.Popen([args.agent, "-c", f"{d}/agent.yaml"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
         try:

@@ -1,5 +1,8 @@
 """Fixtures for black-box tests: the real agent, the onepanel simulator,
 real nginx, and an SSE client. Every wait is a poll with a deadline."""
+import atexit
+import collections
+import contextlib
 import http.client
 import json
 import os
@@ -9,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -78,10 +82,179 @@ class LogFile:
         return wait_for(find, timeout, f"log line /{pattern}/")
 
 
+# ---- authentication (issue 8) ----
+#
+# The agent asks every API call for a bearer token. So that tests need not
+# say it each time: agent_yaml() names a token file (api.token_file), which
+# Agent moves into the test's tmp dir; the agent generates it at start; and
+# every HTTP request (requests, urllib, http.client: all go through
+# http.client) and gRPC channel (grpc.insecure_channel, grpc.secure_channel) to an agent that
+# Agent started carries "Authorization: Bearer <its token>" unless the
+# request has an Authorization header of its own, or runs inside
+# `with anonymous():`. HTTP to a port nobody registered gets the session's
+# default token file's token, when it exists (agents started by hand from
+# agent_yaml() text).
+
+SESSION_DIR = tempfile.mkdtemp(prefix="oneshield-e2e-")   # mode 0700
+atexit.register(shutil.rmtree, SESSION_DIR, True)
+DEFAULT_TOKEN_FILE = os.path.join(SESSION_DIR, "token")
+TOKENS = {}              # "host:port" -> token
+_anon = threading.local()
+
+
+def register_token(target, token_file):
+    """Send token_file's token to target ("host:port") by default; returns it."""
+    with open(token_file) as f:
+        tok = f.readline().strip()
+    host, _, port = target.rpartition(":")
+    for h in {host, "127.0.0.1", "localhost"} if host in ("127.0.0.1", "localhost") else {host}:
+        TOKENS[f"{h}:{port}"] = tok
+    return tok
+
+
+@contextlib.contextmanager
+def anonymous():
+    """Within: nothing adds an Authorization (the test sends its own, or none)."""
+    _anon.on = True
+    try:
+        yield
+    finally:
+        _anon.on = False
+
+
+def _default_token(host, port, fallback):
+    if getattr(_anon, "on", False):
+        return None
+    tok = TOKENS.get(f"{host}:{port}")
+    if tok is None and fallback and os.path.exists(DEFAULT_TOKEN_FILE):
+        with open(DEFAULT_TOKEN_FILE) as f:
+            tok = f.readline().strip() or None
+    return tok
+
+
+_orig_putrequest = http.client.HTTPConnection.putrequest
+_orig_putheader = http.client.HTTPConnection.putheader
+_orig_endheaders = http.client.HTTPConnection.endheaders
+
+
+def _putrequest(self, *a, **kw):
+    self._os_auth_given = False
+    return _orig_putrequest(self, *a, **kw)
+
+
+def _putheader(self, header, *values):
+    if header.lower() == "authorization":
+        self._os_auth_given = True
+    return _orig_putheader(self, header, *values)
+
+
+def _endheaders(self, *a, **kw):
+    if not getattr(self, "_os_auth_given", False):
+        tok = _default_token(self.host, self.port, True)
+        if tok:
+            _orig_putheader(self, "Authorization", f"Bearer {tok}")
+    return _orig_endheaders(self, *a, **kw)
+
+
+http.client.HTTPConnection.putrequest = _putrequest
+http.client.HTTPConnection.putheader = _putheader
+http.client.HTTPConnection.endheaders = _endheaders
+
+try:
+    import grpc
+except ImportError:   # the gRPC tests skip themselves
+    grpc = None
+
+if grpc is not None:
+    class _Details(collections.namedtuple("_Details", ("method", "timeout", "metadata", "credentials",
+                                                       "wait_for_ready", "compression")),
+                   grpc.ClientCallDetails):
+        pass
+
+    class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                  grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+        def __init__(self, token):
+            self.md = ("authorization", f"Bearer {token}")
+
+        def _d(self, d):
+            md = list(d.metadata or [])
+            if not any(k.lower() == "authorization" for k, _ in md):
+                md.append(self.md)
+            return _Details(d.method, d.timeout, md, d.credentials, getattr(d, "wait_for_ready", None),
+                            getattr(d, "compression", None))
+
+        def intercept_unary_unary(self, cont, d, req):
+            return cont(self._d(d), req)
+
+        def intercept_unary_stream(self, cont, d, req):
+            return cont(self._d(d), req)
+
+        def intercept_stream_unary(self, cont, d, it):
+            return cont(self._d(d), it)
+
+        def intercept_stream_stream(self, cont, d, it):
+            return cont(self._d(d), it)
+
+    _orig_insecure_channel = grpc.insecure_channel
+
+    def _insecure_channel(target, *a, **kw):
+        ch = _orig_insecure_channel(target, *a, **kw)
+        host, _, port = target.rpartition(":")
+        tok = _default_token(host, port, False)
+        return grpc.intercept_channel(ch, _Bearer(tok)) if tok else ch
+
+    grpc.insecure_channel = _insecure_channel
+
+    _orig_secure_channel = grpc.secure_channel
+
+    def _secure_channel(target, *a, **kw):
+        ch = _orig_secure_channel(target, *a, **kw)
+        host, _, port = target.rpartition(":")
+        tok = _default_token(host, port, False)
+        return grpc.intercept_channel(ch, _Bearer(tok)) if tok else ch
+
+    grpc.secure_channel = _secure_channel
+
+
+HOST_TOKEN_FILE = "/etc/oneshield-agent/token"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _host_token_untouched():
+    """An agent started with a config that names no token_file creates the
+    host's /etc/oneshield-agent/token (as root): a test that does so is
+    wrong (use agent_yaml(), which names the session's, or a tmp path)."""
+    start = time.time()
+    yield
+    try:
+        made = os.stat(HOST_TOKEN_FILE).st_mtime >= start
+    except FileNotFoundError:
+        made = False
+    if made:
+        raise AssertionError(f"a test made {HOST_TOKEN_FILE}: give its agent a token_file in its tmp dir "
+                             "(and delete that file)")
+
+
+def with_token_file(config_text, token_file):
+    """config_text with api.token_file = token_file (replacing agent_yaml's
+    default, or added to the api: section)."""
+    if DEFAULT_TOKEN_FILE in config_text:
+        return config_text.replace(DEFAULT_TOKEN_FILE, token_file)
+    if re.search(r"^\s+token_file:", config_text, re.M):
+        return config_text
+    if re.search(r"^api:\s*$", config_text, re.M):
+        return re.sub(r"^api:\s*$", f"api:\n  token_file: {token_file}", config_text, count=1, flags=re.M)
+    return config_text + f"\napi:\n  token_file: {token_file}\n"
+
+
 class Agent:
     def __init__(self, tmp_path, config_text, extra_args=()):
         self.dir = tmp_path
         self.config_path = os.path.join(str(tmp_path), "agent.yaml")
+        config_text = with_token_file(config_text, os.path.join(str(tmp_path), "token"))
+        m = re.search(r"^\s+token_file:\s*(\S+)", config_text, re.M)
+        self.token_file = m.group(1)
+        self.token = None
         with open(self.config_path, "w") as f:
             f.write(config_text)
         self.proc = subprocess.Popen([AGENT_BIN, "-c", self.config_path, "-v", *extra_args],
@@ -90,11 +263,16 @@ class Agent:
         m = self.log.wait_line(r"REST API listening on http://([0-9.]+):(\d+)")
         self.base = f"http://{m.group(1)}:{m.group(2)}"
         self.port = int(m.group(2))
+        # the agent read (or generated) it before listening
+        if not re.search(r"^\s+auth:\s*(false|no|off)\s*$", config_text, re.M):
+            self.token = register_token(f"{m.group(1)}:{m.group(2)}", self.token_file)
         # "host:port" for a gRPC channel when the config enables it, else None
         self.grpc_target = None
         if re.search(r"^\s*grpc_listen:\s*(?!off\s*$)\S", config_text, re.M):
             g = self.log.wait_line(r"gRPC API listening on (\S+):\d+ \(port (\d+)\)")
             self.grpc_target = f"{g.group(1)}:{g.group(2)}"
+            if self.token:
+                register_token(self.grpc_target, self.token_file)
 
     def get(self, path, **kw):
         return requests.get(self.base + path, timeout=10, **kw)
@@ -191,6 +369,8 @@ def agent_yaml(onepanel=None, extra="", grpc=False, api=None):
     out.append("api:")
     out.append(f"  rest_listen: 127.0.0.1:{free_port()}")
     out.append(f"  grpc_listen: 127.0.0.1:{free_port()}" if grpc else "  grpc_listen: off")
+    if "token_file" not in (api or {}):
+        out.append(f"  token_file: {DEFAULT_TOKEN_FILE}")
     for k, v in (api or {}).items():
         out.append(f"  {k}: {v}")
     out.append("metrics:")

@@ -23,7 +23,8 @@ import pytest
 import requests
 import yaml
 
-from conftest import AGENT_BIN, ROOT, LogFile, Sim, agent_yaml, free_port, have, sim_onepanel, wait_for
+from conftest import (AGENT_BIN, ROOT, LogFile, Sim, agent_yaml, anonymous, free_port, have, register_token,
+                      sim_onepanel, wait_for)
 
 BUILD_DIR = os.path.dirname(os.path.abspath(AGENT_BIN))
 PKG = "oneshield-agent"
@@ -254,6 +255,8 @@ def test_installed_agent_runs_and_loads_the_packaged_plugin(installed, tmp_path)
     # 0644 root-owned) plugin: it must pass the trust check and serve.
     rp, gp = free_port(), free_port()
     text = open(installed + CONFFILE).read().replace(":9440", f":{rp}").replace(":9441", f":{gp}")
+    assert f"token_file: /etc/{PKG}/token" in text
+    text = text.replace(f"/etc/{PKG}/token", installed + f"/etc/{PKG}/token")
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(text)
     env = dict(os.environ, ONESHIELD_GRPC_PLUGIN=plugin)
@@ -262,6 +265,10 @@ def test_installed_agent_runs_and_loads_the_packaged_plugin(installed, tmp_path)
     try:
         log.wait_line(re.escape(f"grpc: plugin {plugin} loaded"))
         log.wait_line(rf"gRPC API listening on 127\.0\.0\.1:{gp}")
+        register_token(f"127.0.0.1:{rp}", installed + f"/etc/{PKG}/token")
+        register_token(f"127.0.0.1:{gp}", installed + f"/etc/{PKG}/token")
+        with anonymous():
+            assert requests.get(f"http://127.0.0.1:{rp}/v1/status", timeout=10).status_code == 401
         st = requests.get(f"http://127.0.0.1:{rp}/v1/status", timeout=10).json()
         assert st["version"] == run([AGENT_BIN, "--version"]).stdout.split()[-1]
         assert st["onepanel"]["configured"] is False
@@ -293,6 +300,12 @@ def test_lifecycle_install_upgrade_remove_purge(pkgs, tmp_path):
     assert stat.S_ISDIR(st.st_mode) and st.st_mode & 0o7777 == 0o750 and st.st_uid == 0
     wants = f"{root}/etc/systemd/system/multi-user.target.wants/{UNIT}"
     assert os.readlink(wants) == f"/lib/systemd/system/{UNIT}"
+    # the API token, made by postinst (the unit's /etc is read-only for the agent)
+    token = f"{root}/etc/{PKG}/token"
+    st = os.lstat(token)
+    assert stat.S_ISREG(st.st_mode) and st.st_mode & 0o7777 == 0o600 and st.st_uid == 0
+    tok = open(token).read()
+    assert re.fullmatch(r"[0-9a-f]{64}\n", tok), tok
 
     # upgrade: a locally modified conffile is kept as it is
     with open(root + CONFFILE, "a") as f:
@@ -301,7 +314,8 @@ def test_lifecycle_install_upgrade_remove_purge(pkgs, tmp_path):
     dpkg(root, "-i", deb2)
     assert pkg_status(root).startswith(f"install ok installed|{v2}|")
     assert open(root + CONFFILE).read().endswith("# changed by the operator\n")
-    assert not [n for n in os.listdir(f"{root}/etc/{PKG}") if n != "agent.yaml"]   # no .dpkg-dist/.dpkg-new
+    assert not [n for n in os.listdir(f"{root}/etc/{PKG}") if n not in ("agent.yaml", "token")]   # no .dpkg-dist/.dpkg-new
+    assert open(token).read() == tok   # an upgrade keeps the token
     assert os.path.exists(f"{root}/var/lib/{PKG}/spool-marker")
     assert os.path.islink(wants)
 
@@ -310,6 +324,7 @@ def test_lifecycle_install_upgrade_remove_purge(pkgs, tmp_path):
     assert pkg_status(root).startswith("deinstall ok config-files|")
     assert not os.path.exists(root + f"/usr/sbin/{PKG}") and not os.path.exists(root + f"/lib/systemd/system/{UNIT}")
     assert open(root + CONFFILE).read().endswith("# changed by the operator\n")
+    assert open(token).read() == tok
     assert os.path.isdir(f"{root}/var/lib/{PKG}")
     assert os.readlink(f"{root}/etc/systemd/system/{UNIT}") == "/dev/null"
 

@@ -267,16 +267,21 @@ def test_pid_namespace_falls_back_to_procfs(tmp_path):
     host pids: the agent runs in procfs mode and says why."""
     import json
     import urllib.request
-    from conftest import AGENT_BIN, free_port
+    from conftest import AGENT_BIN, free_port, register_token
     if not shutil.which("unshare"):
         pytest.skip("unshare not installed")
     port = free_port()
     cfg = tmp_path / "a.yaml"
-    cfg.write_text(f"onepanel:\n  name: osb-nothing\napi:\n  rest_listen: 127.0.0.1:{port}\n  grpc_listen: off\n")
+    token = tmp_path / "token"
+    cfg.write_text(f"onepanel:\n  name: osb-nothing\napi:\n  rest_listen: 127.0.0.1:{port}\n  grpc_listen: off\n"
+                   f"  token_file: {token}\n")
     p = subprocess.Popen(["unshare", "-p", "-f", "--mount-proc", AGENT_BIN, "-c", str(cfg)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def status():
+            if not token.exists() or len(token.read_text()) != 65:
+                return None   # the agent writes it at start
+            register_token(f"127.0.0.1:{port}", token)
             try:
                 return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=5).read())
             except OSError:

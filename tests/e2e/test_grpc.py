@@ -534,7 +534,7 @@ def test_cancel_frees_the_call(tmp_path, gagent):
 KILLED_CLIENT = r"""
 import sys, grpc
 ch = grpc.insecure_channel(sys.argv[1])
-it = ch.unary_stream(sys.argv[2])(bytes.fromhex(sys.argv[3]))
+it = ch.unary_stream(sys.argv[2])(bytes.fromhex(sys.argv[3]), metadata=[("authorization", "Bearer " + sys.argv[4])])
 next(it)
 print("first", flush=True)
 for _ in it:
@@ -547,7 +547,7 @@ def test_killed_client_frees_the_call(tmp_path, gagent, method):
     g = gagent()
     req = pb.SubscribeRequest() if method == "Subscribe" else pb.StreamMetricsRequest(interval_ms=100)
     p = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, g.a.grpc_target, PATH + method,
-                          req.SerializeToString().hex()], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          req.SerializeToString().hex(), g.a.token], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         lines = []
         t = threading.Thread(target=lambda: lines.append(p.stdout.readline()), daemon=True)

@@ -62,8 +62,13 @@ def node_cmd(target, *args):
     return ["node", CLIENT, target, *(str(a) for a in args)]
 
 
-def node_env():
-    return dict(os.environ, ONESHIELD_CLIENT_DEADLINE_MS=str(int(CALL_TIMEOUT * 1000)))
+def node_env(target):
+    """The client's environment: its deadline, and the agent's token (the
+    fixture's, see conftest's authentication notes)."""
+    env = dict(os.environ, ONESHIELD_CLIENT_DEADLINE_MS=str(int(CALL_TIMEOUT * 1000)))
+    if conftest.TOKENS.get(target):
+        env["ONESHIELD_TOKEN"] = conftest.TOKENS[target]
+    return env
 
 
 def parse(out):
@@ -73,7 +78,7 @@ def parse(out):
 def node(target, *args):
     """Run client.js to completion: (exit code, JSON lines)."""
     r = subprocess.run(node_cmd(target, *args), capture_output=True, text=True, timeout=CALL_TIMEOUT + 30,
-                       env=node_env())
+                       env=node_env(target))
     out = parse(r.stdout)
     if r.returncode not in (0, 1) or not out:
         raise AssertionError(f"client.js {' '.join(map(str, args))}: exit {r.returncode}\n{r.stdout}\n{r.stderr}")
@@ -203,7 +208,7 @@ def test_node_subscribe_type_filter_and_after_seq(tmp_path, private_sim, gagent)
 
     # live: started before the events exist
     p = subprocess.Popen(node_cmd(g.a.grpc_target, "subscribe", last, "TEST_EVENT_MESSAGE", 3),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=node_env())
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=node_env(g.a.grpc_target))
     try:
         wait_for(lambda: g.status().api.grpc_subscribers == 1 or p.poll() is not None, what="node subscriber")
         assert p.poll() is None, p.communicate()

@@ -33,7 +33,7 @@ from unittest import mock
 
 import pytest
 
-from conftest import AGENT_BIN, DEADLINE, EXPECT_MODE, FORCE_PROCFS, SIM_BIN, LogFile, agent_yaml, have, wait_for
+from conftest import AGENT_BIN, DEADLINE, EXPECT_MODE, FORCE_PROCFS, SIM_BIN, LogFile, agent_yaml, have, wait_for, with_token_file
 from test_config_apply import ConfSim, apply, onepanel_cfg, sims, write_script, yq  # noqa: F401 (sims: fixture)
 
 # userspace/privs.h, PRIVS_KEEP
@@ -168,7 +168,8 @@ def test_investigation_and_sighup_reload_bpf_after_the_drop(tmp_path, sims, agen
 
     def reload(onepanel, extra=""):
         before = a.last_seq()
-        Path(a.config_path).write_text(re.sub(r"  rest_listen: .*\n", port_line, agent_yaml(onepanel)) + extra)
+        Path(a.config_path).write_text(
+            with_token_file(re.sub(r"  rest_listen: .*\n", port_line, agent_yaml(onepanel)) + extra, a.token_file))
         a.proc.send_signal(signal.SIGHUP)
         a.wait_event("AGENT_CONFIG_RELOADED_MESSAGE", after=before)
         return before
@@ -203,7 +204,8 @@ def test_sighup_keeps_the_proc_connector(tmp_path, sims, agents, monkeypatch):
     port_line = f"  rest_listen: 127.0.0.1:{a.port}\n"
     by_name = {k: v for k, v in dict(cfg, binary=None, name="onepanel-sim").items() if v is not None}
     before = a.last_seq()
-    Path(a.config_path).write_text(re.sub(r"  rest_listen: .*\n", port_line, agent_yaml(by_name)))
+    Path(a.config_path).write_text(
+        with_token_file(re.sub(r"  rest_listen: .*\n", port_line, agent_yaml(by_name)), a.token_file))
     a.proc.send_signal(signal.SIGHUP)
     a.wait_event("AGENT_CONFIG_RELOADED_MESSAGE", after=before)
     a.wait_event("ONEPANEL_FOUND_MESSAGE", after=before, pred=lambda e: e["pid"] == sim.pid)

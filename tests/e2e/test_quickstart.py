@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import ROOT, SSE, free_port, wait_for
+from conftest import ROOT, SSE, anonymous, free_port, register_token, wait_for
 
 
 @pytest.mark.skipif(os.path.exists("/etc/oneshield-agent/agent.yaml"),
@@ -24,6 +24,10 @@ def test_run_sh_demo(tmp_path):
     base = f"http://127.0.0.1:{port}"
     try:
         def running():
+            # the agent writes it at start: wait for the whole token
+            if not os.path.exists(demo / "token") or len(open(demo / "token").read()) != 65:
+                return None
+            register_token(f"127.0.0.1:{port}", demo / "token")
             try:
                 st = requests.get(base + "/v1/status", timeout=5).json()
             except (requests.RequestException, ValueError):
@@ -33,6 +37,9 @@ def test_run_sh_demo(tmp_path):
         st = wait_for(running, timeout=180, what="the demo agent tracking the simulator")
         pid = st["onepanel"]["pid"]
         assert st["config_path"] == str(demo / "agent.yaml")
+        assert os.stat(demo / "token").st_mode & 0o777 == 0o600
+        with anonymous():
+            assert requests.get(base + "/v1/status", timeout=5).status_code == 401
         assert "onepanel_up 1" in requests.get(base + "/metrics", timeout=5).text
         s = SSE(port, f"/v1/events/stream?after={st['events']['last_seq']}")
         os.kill(pid, signal.SIGKILL)
@@ -44,4 +51,5 @@ def test_run_sh_demo(tmp_path):
     finally:
         os.killpg(p.pid, signal.SIGTERM)
         out = p.communicate(timeout=60)[0].decode(errors="replace")
-    assert "curl -N http://127.0.0.1:%d/v1/events/stream" % port in out
+    assert 'curl -N -H "Authorization: Bearer $TOKEN" http://127.0.0.1:%d/v1/events/stream' % port in out
+    assert f"TOKEN=$(cat {demo}/token)" in out

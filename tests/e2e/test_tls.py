@@ -26,7 +26,8 @@ import grpc
 import pytest
 import requests
 
-from conftest import AGENT_BIN, DEADLINE, LogFile, Sim, free_port, sim_onepanel, wait_for
+from conftest import (AGENT_BIN, DEADLINE, DEFAULT_TOKEN_FILE, LogFile, Sim, free_port, register_token, sim_onepanel,
+                      wait_for)
 from grpcstubs import stubs
 
 CLIENT_DN = "CN=client one,O=Example"
@@ -95,7 +96,7 @@ def tls_yaml(pki, mtls=False, grpc=False, listen="127.0.0.1", extra_api="", file
     if mtls:
         f["client_ca_file"] = pki.path("ca.pem")
     f.update(files or {})
-    lines = ["api:", f"  rest_listen: {listen}:{free_port()}",
+    lines = ["api:", f"  token_file: {DEFAULT_TOKEN_FILE}", f"  rest_listen: {listen}:{free_port()}",
              f"  grpc_listen: {listen}:{free_port()}" if grpc else "  grpc_listen: off", "  tls:"]
     lines += [f"    {k}: {v}" for k, v in f.items()]
     return "\n".join(lines) + "\n" + extra_api + "metrics:\n  interval: 200ms\n"
@@ -130,10 +131,14 @@ class TlsAgent:
         m = self._line(r"REST API listening on https://[0-9.]+:(\d+)")
         self.port = int(m.group(1))
         self.base = f"https://127.0.0.1:{self.port}"
+        # the API token (tls_yaml names the session's token file): sent by
+        # default, like conftest.Agent does
+        self.token = register_token(f"127.0.0.1:{self.port}", DEFAULT_TOKEN_FILE)
         self.grpc_target = None
         if re.search(r"^\s*grpc_listen:\s*(?!off\s*$)\S", text, re.M):
             g = self._line(r"gRPC API listening on \S+ \(port (\d+)\)")
             self.grpc_target = f"127.0.0.1:{g.group(1)}"
+            register_token(self.grpc_target, DEFAULT_TOKEN_FILE)
 
     def get(self, path, **kw):
         return requests.get(self.base + path, timeout=10, **kw)
@@ -344,14 +349,14 @@ def test_mtls_apply_audit_records_the_client_certificate(tmp_path, pki, tls_agen
                       cert=(pki.path("client.pem"), pki.path("client.key")))
     assert r.status_code == 200 and r.json()["status"] == "dry_run_ok", r.text
     cid = r.json()["correlation_id"]
-    a.log.wait_line(rf"audit: config apply {cid} from rest:127\.0\.0\.1 cert:{re.escape(CLIENT_DN)} \(dry run\): dry_run_ok")
+    a.log.wait_line(rf"audit: config apply {cid} from rest:127\.0\.0\.1 token:[0-9a-f]{{8}} cert:{re.escape(CLIENT_DN)} \(dry run\): dry_run_ok")
 
     pb, pbg = stubs()
     ch = grpc_channel(pki, a.grpc_target)
     res = pbg.AgentStub(ch).ApplyConfig(
         pb.ApplyConfigRequest(files=[pb.FileChange(path=sim.conf, content=content)], dry_run=True), timeout=60)
     ch.close()
-    a.log.wait_line(rf"audit: config apply {res.correlation_id} from grpc:\S+ cert:{re.escape(CLIENT_DN)} \(dry run\): dry_run_ok")
+    a.log.wait_line(rf"audit: config apply {res.correlation_id} from grpc:\S+ token:[0-9a-f]{{8}} cert:{re.escape(CLIENT_DN)} \(dry run\): dry_run_ok")
     a.stop()
 
 

@@ -15,7 +15,9 @@
 // 64-bit integers as decimal strings. An RPC error prints
 // {"error": {"code": N, "name": "...", "details": "..."}} and exits 1;
 // bad usage exits 2. ONESHIELD_CLIENT_DEADLINE_MS bounds every call
-// (default 60000).
+// (default 60000). The agent's bearer token is sent as "authorization"
+// metadata: ONESHIELD_TOKEN, or the first line of ONESHIELD_TOKEN_FILE
+// (e.g. /etc/oneshield-agent/token).
 'use strict';
 
 const path = require('path');
@@ -24,6 +26,14 @@ const protoLoader = require('@grpc/proto-loader');
 
 const PROTO_ROOT = process.env.ONESHIELD_PROTO_ROOT || path.resolve(__dirname, '..', '..', 'proto');
 const DEADLINE_MS = Number(process.env.ONESHIELD_CLIENT_DEADLINE_MS || 60000);
+
+function token() {
+  if (process.env.ONESHIELD_TOKEN) return process.env.ONESHIELD_TOKEN;
+  if (process.env.ONESHIELD_TOKEN_FILE) {
+    return require('fs').readFileSync(process.env.ONESHIELD_TOKEN_FILE, 'utf8').split('\n')[0];
+  }
+  return null;
+}
 
 const USAGE = `usage: client.js TARGET status
        client.js TARGET metrics [PREFIX]
@@ -100,6 +110,10 @@ function main(argv) {
   if (!target || !cmd) usage();
   const v1 = load();
   const client = new v1.Agent(target, grpc.credentials.createInsecure());
+  // per call: grpc-js composes no call credentials with insecure ones
+  const md = new grpc.Metadata();
+  const tok = token();
+  if (tok) md.set('authorization', `Bearer ${tok}`);
   const unary = (err, m) => {
     if (err) fail(err);
     else print(m);
@@ -108,23 +122,23 @@ function main(argv) {
   switch (cmd) {
     case 'status':
       if (args.length) usage('status takes no arguments');
-      client.GetStatus({}, { deadline: deadline() }, unary);
+      client.GetStatus({}, md, { deadline: deadline() }, unary);
       break;
     case 'metrics':
       if (args.length > 1) usage('metrics takes at most a prefix');
-      client.GetMetrics({ name_prefix: args[0] || '' }, { deadline: deadline() }, unary);
+      client.GetMetrics({ name_prefix: args[0] || '' }, md, { deadline: deadline() }, unary);
       break;
     case 'stream-metrics': {
       if (args.length !== 3) usage('stream-metrics PREFIX INTERVAL_MS COUNT');
       const req = { name_prefix: args[0], interval_ms: Number(count(args[1], 'INTERVAL_MS')) };
-      stream(client.StreamMetrics(req, { deadline: deadline() }), Number(count(args[2], 'COUNT')), client);
+      stream(client.StreamMetrics(req, md, { deadline: deadline() }), Number(count(args[2], 'COUNT')), client);
       break;
     }
     case 'subscribe': {
       if (args.length !== 3) usage('subscribe AFTER_SEQ TYPES MAX_EVENTS');
       const types = args[1] === '' || args[1] === '-' ? [] : args[1].split(',').map((t) => (/^-?\d+$/.test(t) ? Number(t) : t));
       const req = { after_seq: count(args[0], 'AFTER_SEQ'), types };
-      stream(client.Subscribe(req, { deadline: deadline() }), Number(count(args[2], 'MAX_EVENTS')), client);
+      stream(client.Subscribe(req, md, { deadline: deadline() }), Number(count(args[2], 'MAX_EVENTS')), client);
       break;
     }
     default:

@@ -91,6 +91,13 @@ static void test_full_example(void **state)
 	assert_string_equal(c->api.grpc_listen, "[::1]:9441");
 	assert_int_equal(c->api.max_sse_clients, 64);
 	assert_int_equal(c->api.max_subscribers, 256);
+	assert_true(c->api.auth);
+	assert_string_equal(c->api.token_file, "/etc/oneshield-agent/token");
+	assert_false(c->api.metrics_auth);
+	assert_false(c->api.insecure);
+	assert_null(c->api.rest_socket);
+	assert_null(c->api.grpc_socket);
+	assert_int_equal(c->api.socket_mode, 0600);
 	assert_int_equal(c->metrics.interval_ms, 1000);
 	assert_int_equal(c->events.journal_size, 4096);
 	config_free(c);
@@ -116,6 +123,13 @@ static void check_defaults(const struct agent_config *c)
 	assert_string_equal(c->api.grpc_listen, "127.0.0.1:9441");
 	assert_int_equal(c->api.max_sse_clients, 64);
 	assert_int_equal(c->api.max_subscribers, 256);
+	assert_true(c->api.auth);
+	assert_string_equal(c->api.token_file, "/etc/oneshield-agent/token");
+	assert_false(c->api.metrics_auth);
+	assert_false(c->api.insecure);
+	assert_null(c->api.rest_socket);
+	assert_null(c->api.grpc_socket);
+	assert_int_equal(c->api.socket_mode, 0600);
 	assert_int_equal(c->metrics.interval_ms, 1000);
 	assert_int_equal(c->events.journal_size, 4096);
 }
@@ -464,6 +478,28 @@ static const struct err_case err_cases[] = {
 	  "set api.tls (cert_file, key_file), or api.insecure: true"),
 	E("grpc_mapped_lan_plain", "metrics: {}\napi:\n  grpc_listen: \"[::ffff:10.0.0.1]:9441\"\n", 2,
 	  "api.grpc_listen"),
+	/* api authentication (issue 8) */
+	E("auth_word", "api:\n  auth: maybe\n", 2, "api.auth: \"maybe\" is not true or false"),
+	E("token_file_relative", "api:\n  token_file: token\n", 2, "api.token_file: \"token\" is not an absolute path"),
+	E("token_file_empty", "api:\n  token_file: \"\"\n", 2, "api.token_file: must not be empty"),
+	E("metrics_auth_word", "api:\n  metrics_auth: 2\n", 2, "api.metrics_auth"),
+	E("insecure_word_sure", "api:\n  insecure: sure\n", 2, "api.insecure"),
+	E("rest_socket_relative", "api:\n  rest_socket: a.sock\n", 2, "api.rest_socket: \"a.sock\" is not an absolute"),
+	E("grpc_socket_relative", "api:\n  grpc_socket: g.sock\n", 2, "api.grpc_socket"),
+	E("socket_mode_not_octal", "api:\n  socket_mode: 0689\n", 2,
+	  "api.socket_mode: \"0689\" is not a file mode (octal, e.g. 0600)"),
+	E("socket_mode_too_big", "api:\n  socket_mode: 01777\n", 2, "api.socket_mode: \"01777\" is not a file mode"),
+	E("socket_mode_word", "api:\n  socket_mode: rw\n", 2, "is not a file mode"),
+	E("socket_mode_negative", "api:\n  socket_mode: -600\n", 2, "is not a file mode"),
+	E("sockets_same_path", "api:\n  rest_socket: /run/a.sock\n  grpc_socket: /run/a.sock\n", 1,
+	  "api: rest_socket and grpc_socket are the same path"),
+	/* (with TLS, so that the missing auth is what is refused) */
+	E("no_auth_rest_any", "api:\n  auth: false\n  rest_listen: 0.0.0.0:9440\n  tls: {cert_file: /c, key_file: /k}\n", 1,
+	  "api: rest_listen \"0.0.0.0:9440\" is not a loopback address and api.auth is false"),
+	E("no_auth_grpc_v6_any", "api:\n  auth: no\n  grpc_listen: \"[::]:9441\"\n  tls: {cert_file: /c, key_file: /k}\n", 1,
+	  "api: grpc_listen \"[::]:9441\" is not a loopback address"),
+	E("no_auth_host_ip", "api:\n  grpc_listen: 10.1.2.3:9441\n  auth: off\n  tls: {cert_file: /c, key_file: /k}\n", 1,
+	  "set api.insecure: true if that is meant"),
 	/* ebpf */
 	E("ebpf_enabled_word", "ebpf:\n  enabled: maybe\n", 2, "ebpf.enabled"),
 	E("ebpf_unknown_key", "ebpf:\n  kprobes: true\n", 2, "kprobes"),
@@ -1002,6 +1038,42 @@ static void test_example_file(void **state)
 	config_free(c);
 }
 
+/* api authentication keys (issue 8): values, and what api.insecure allows */
+static void test_api_auth_keys(void **state)
+{
+	struct agent_config *c;
+
+	(void)state;
+	c = parse_ok("api:\n  auth: true\n  token_file: /srv/t/token\n  metrics_auth: yes\n"
+		     "  rest_socket: /run/oa/rest.sock\n  grpc_socket: /run/oa/grpc.sock\n  socket_mode: 660\n");
+	assert_true(c->api.auth);
+	assert_true(c->api.metrics_auth);
+	assert_string_equal(c->api.token_file, "/srv/t/token");
+	assert_string_equal(c->api.rest_socket, "/run/oa/rest.sock");
+	assert_string_equal(c->api.grpc_socket, "/run/oa/grpc.sock");
+	assert_int_equal(c->api.socket_mode, 0660);
+	config_free(c);
+	/* without auth: loopback is fine, the network only with insecure */
+	c = parse_ok("api:\n  auth: false\n  rest_listen: 127.0.0.2:1\n  grpc_listen: \"[::1]:2\"\n");
+	assert_false(c->api.auth);
+	config_free(c);
+	c = parse_ok("api:\n  auth: false\n  insecure: true\n  rest_listen: 0.0.0.0:1\n");
+	assert_true(c->api.insecure);
+	config_free(c);
+	c = parse_ok("api:\n  rest_listen: 0.0.0.0:1\n  grpc_listen: \"[::]:2\"\n  tls: {cert_file: /c, key_file: /k}\n");
+	config_free(c);
+	assert_true(config_listen_is_loopback("127.0.0.1:1"));
+	assert_true(config_listen_is_loopback("127.255.0.9:80"));
+	assert_true(config_listen_is_loopback("[::1]:80"));
+	assert_true(config_listen_is_loopback("[::ffff:127.0.0.1]:80"));
+	assert_false(config_listen_is_loopback("0.0.0.0:80"));
+	assert_false(config_listen_is_loopback("128.0.0.1:80"));
+	assert_false(config_listen_is_loopback("[::]:80"));
+	assert_false(config_listen_is_loopback("[::ffff:10.0.0.1]:80"));
+	assert_false(config_listen_is_loopback("nonsense"));
+	assert_false(config_listen_is_loopback(NULL));
+}
+
 static void test_bytes_and_urls(void **state)
 {
 	(void)state;
@@ -1097,6 +1169,7 @@ int main(void)
 		cmocka_unit_test(test_split_command),
 		cmocka_unit_test(test_example_file),
 		cmocka_unit_test(test_bytes_and_urls),
+		cmocka_unit_test(test_api_auth_keys),
 	};
 	/* One named test per error case. */
 	struct CMUnitTest tests[ARRAY_SIZE(fixed) + ARRAY_SIZE(err_cases)];
