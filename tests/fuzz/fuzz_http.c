@@ -115,7 +115,8 @@ static void setup(void)
 		die("agent");
 	for (int i = 0; i < 20 && !R; i++) {
 		snprintf(listen, sizeof(listen), "127.0.0.1:%u", free_port());
-		rest_start(&A, listen, A.cfg->api.max_sse_clients, NULL, &A.cfg->api.limits, &R, err, sizeof(err));
+		rest_start(&A, listen, NULL, 0600, A.cfg->api.max_sse_clients, NULL, &A.cfg->api.limits, &R, err,
+			   sizeof(err));
 	}
 	if (!R)
 		die(err);
