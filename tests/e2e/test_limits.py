@@ -14,7 +14,7 @@ import socket
 import grpc
 import pytest
 
-from conftest import DEADLINE, SSE, agent_yaml, wait_for
+from conftest import DEADLINE, SSE, agent_yaml, anonymous, wait_for
 from grpcstubs import stubs
 from test_config_apply import apply, onepanel_cfg, sims, snapshot, assert_same  # noqa: F401 (sims: fixture)
 from test_grpc import Stream, gagent  # noqa: F401 (gagent: fixture)
@@ -240,3 +240,50 @@ def test_grpc_streams_per_peer_edge(tmp_path, gagent):
     for s in (s2, s3):
         s.cancel()
     g.wait_streams(0)
+
+
+def test_unix_socket_clients_are_one_peer(tmp_path, agents):
+    """Every client of the unix sockets is the one peer "unix": with
+    max_streams_per_peer 1, a second stream over the socket is refused, while
+    one over TCP (another peer) is accepted; the same for gRPC."""
+    rs, gs = tmp_path / "rest.sock", tmp_path / "grpc.sock"
+    a = agents(tmp_path, agent_yaml(grpc=True, api=dict(limits(max_streams_per_peer=1), rest_socket=str(rs),
+                                                        grpc_socket=str(gs))))
+
+    def unix_stream():
+        c = http.client.HTTPConnection("localhost", timeout=DEADLINE)
+        c.sock = socket.socket(socket.AF_UNIX)
+        c.sock.settimeout(DEADLINE)
+        c.sock.connect(str(rs))
+        c.request("GET", "/v1/events/stream")
+        return c, c.getresponse()
+
+    held = []
+    try:
+        with anonymous():
+            c1, r1 = unix_stream()
+            held.append(c1)
+            assert r1.status == 200
+            c2, r2 = unix_stream()
+            held.append(c2)
+            body = r2.read()
+            assert r2.status == 429 and "from unix " in json.loads(body)["error"], (r2.status, body)
+        tcp = SSE(a.port)
+        held.append(tcp)
+        assert tcp.status == 200
+        # no token for a unix: target (its file mode is the credential)
+        with grpc.insecure_channel(f"unix:{gs}") as ch:
+            stub = pb_grpc.AgentStub(ch)
+            s1 = Stream(stub.Subscribe(pb.SubscribeRequest()))
+            assert s1.next().seq == 1
+            s2 = Stream(stub.Subscribe(pb.SubscribeRequest()))
+            assert s2.end() == [] and s2.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, s2.details()
+            assert "from unix " in s2.details(), s2.details()
+            with grpc.insecure_channel(a.grpc_target) as tch:
+                s3 = Stream(pb_grpc.AgentStub(tch).Subscribe(pb.SubscribeRequest()))
+                assert s3.next().seq == 1
+                s3.cancel()
+            s1.cancel()
+    finally:
+        for c in held:
+            c.close()
