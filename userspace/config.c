@@ -738,6 +738,8 @@ static const struct key api_limits_keys[] = {
 	  .min = 1, .max = 10000 },
 	{ .name = "grpc_max_message_bytes", .kind = K_BYTES, .off = OFF(api.limits.grpc_max_message_bytes),
 	  .min = 4096, .max = 64u << 20 },
+	{ .name = "max_streams_per_peer", .kind = K_SIZE, .off = OFF(api.limits.max_streams_per_peer),
+	  .min = 1, .max = 10000 },
 };
 static const struct table api_limits_table = { api_limits_keys, ARRAY_SIZE(api_limits_keys), NULL };
 
@@ -878,6 +880,7 @@ struct agent_config *config_default(void)
 	c->api.limits.max_connections_per_peer = 64;
 	c->api.limits.applies_per_minute = 30;
 	c->api.limits.grpc_max_message_bytes = 1u << 20;
+	c->api.limits.max_streams_per_peer = 16;
 	c->api.auth = true;
 	c->api.token_file = strdup(CONFIG_DEFAULT_TOKEN_FILE);
 	c->api.socket_mode = 0600;

@@ -65,7 +65,15 @@ struct api_limits {
 	size_t applies_per_minute;    /* config applies started (REST and gRPC) in any 60 s; default 30,
 	                               * 1..10000; 429 / RESOURCE_EXHAUSTED beyond */
 	size_t grpc_max_message_bytes;/* gRPC request size; default 1 MiB, 4 KiB..64 MiB; RESOURCE_EXHAUSTED */
+	size_t max_streams_per_peer;  /* long-lived streams one peer (IP address; "unix" for every
+	                               * unix-socket client) holds at once, counted apart for REST SSE
+	                               * and gRPC Subscribe + StreamMetrics; default 16, 1..10000;
+	                               * 429 / RESOURCE_EXHAUSTED (API_PEER_STREAMS_FMT) beyond */
 };
+
+/* The refusal of a stream over api.limits.max_streams_per_peer, the same
+ * words in REST and gRPC: the peer's address, the limit. */
+#define API_PEER_STREAMS_FMT "too many streams from %s (at most %zu per peer: api.limits.max_streams_per_peer)"
 
 struct api_config {
 	char *rest_listen;       /* "host:port", "[v6]:port"; default 127.0.0.1:9440; "" or "off" disables */

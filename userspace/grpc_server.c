@@ -143,6 +143,10 @@ struct gcall {
 	struct journal_cursor cur;
 	/* "grpc:<peer>" plus the authenticated identity (call_identify) */
 	char who[96];
+	/* the peer's address without the port, "unix" on the unix socket: the
+	 * key of the auth limiter and of api.limits.max_streams_per_peer */
+	char addr[64];
+	bool peer_stream;         /* Subscribe / StreamMetrics admitted: counts for addr */
 	/* StreamMetrics */
 	struct loop_timer *timer;
 	char *prefix;
@@ -160,6 +164,7 @@ struct grpc_api {
 	int port;
 	size_t max_subscribers;
 	size_t max_request;         /* api.limits.grpc_max_message_bytes */
+	size_t max_peer_streams;    /* api.limits.max_streams_per_peer */
 	size_t nsubscribers, nstreams;
 	bool closing, shutdown_started, shutdown_done;
 	struct tag t_shutdown;
@@ -1071,6 +1076,24 @@ static int read_request(struct gcall *c, uint8_t **data, size_t *len)
 	return 0;
 }
 
+/* api.limits.max_streams_per_peer, before a Subscribe or StreamMetrics
+ * stream starts: true when c's peer holds fewer streams than that, else
+ * the call ends with RESOURCE_EXHAUSTED. A stream's slot is free again as
+ * soon as its call is (call_free unlinks it from g->calls). */
+static bool peer_stream_admit(struct gcall *c)
+{
+	struct grpc_api *g = c->g;
+	size_t n = 0;
+	for (const struct gcall *o = g->calls; o; o = o->next)
+		n += o->peer_stream && strcmp(o->addr, c->addr) == 0;
+	if (n < g->max_peer_streams)
+		return true;
+	char msg[160];
+	snprintf(msg, sizeof(msg), API_PEER_STREAMS_FMT, c->addr, g->max_peer_streams);
+	send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+	return false;
+}
+
 static void handle_request(struct gcall *c, const uint8_t *data, size_t len)
 {
 	struct grpc_api *g = c->g;
@@ -1122,6 +1145,8 @@ static void handle_request(struct gcall *c, const uint8_t *data, size_t len)
 		}
 		c->prefix = prefix;
 		if (c->m == M_STREAM_METRICS) {
+			if (!peer_stream_admit(c))
+				break;
 			uint64_t ms = interval ? interval : a->cfg->metrics.interval_ms;
 			if (ms < MIN_STREAM_INTERVAL_MS)
 				ms = MIN_STREAM_INTERVAL_MS;
@@ -1130,6 +1155,7 @@ static void handle_request(struct gcall *c, const uint8_t *data, size_t len)
 				send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot arm a timer");
 				break;
 			}
+			c->peer_stream = true;
 		}
 		send_snapshot(c);
 		break;
@@ -1156,6 +1182,8 @@ static void handle_request(struct gcall *c, const uint8_t *data, size_t len)
 			send_status(c, GRPC_STATUS_INVALID_ARGUMENT, "unknown event type in types");
 			break;
 		}
+		if (!peer_stream_admit(c))
+			break;
 		if (g->nsubscribers >= g->max_subscribers) {
 			char msg[96];
 			snprintf(msg, sizeof(msg), "too many subscribers (max %zu)", g->max_subscribers);
@@ -1167,6 +1195,7 @@ static void handle_request(struct gcall *c, const uint8_t *data, size_t len)
 			break;
 		}
 		c->subscriber = true;
+		c->peer_stream = true;
 		g->nsubscribers++;
 		journal_cursor_init(a->journal, &c->cur, after, mask);
 		c->slot = true;
@@ -1220,8 +1249,7 @@ static enum auth_result call_identify(struct gcall *c, const char *path, uint64_
 	char *peer = grpc_call_get_peer(c->call);
 	const char *p = peer ? peer : "?";
 	snprintf(c->who, sizeof(c->who), "grpc:%s", p);
-	/* the limiter's key is the address without the port */
-	char addr[64];
+	/* the peer's key is the address without the port */
 	const char *s = p, *e = NULL;
 	if (strncmp(p, "ipv4:", 5) == 0) {
 		s = p + 5;
@@ -1235,10 +1263,12 @@ static enum auth_result call_identify(struct gcall *c, const char *path, uint64_
 		e = strstr(s, "%5D");
 	}
 	size_t n = e ? (size_t)(e - s) : strlen(s);
-	snprintf(addr, sizeof(addr), "%.*s", (int)(n < sizeof(addr) - 1 ? n : sizeof(addr) - 1), s);
+	snprintf(c->addr, sizeof(c->addr), "%.*s", (int)(n < sizeof(c->addr) - 1 ? n : sizeof(c->addr) - 1), s);
 	bool is_unix = strncmp(p, "unix:", 5) == 0 || strncmp(p, "unix-abstract:", 14) == 0;
 	gpr_free(peer);
 	if (is_unix) {
+		/* every client of the socket is the one peer "unix" */
+		snprintf(c->addr, sizeof(c->addr), "unix");
 		snprintf(c->who, sizeof(c->who), "grpc:unix");
 		return AUTH_OK;
 	}
@@ -1258,7 +1288,7 @@ static enum auth_result call_identify(struct gcall *c, const char *path, uint64_
 		break;
 	}
 	char id[32];
-	enum auth_result r = auth_request(au, "grpc", addr, "call", path, have ? hdr : NULL, id, sizeof(id),
+	enum auth_result r = auth_request(au, "grpc", c->addr, "call", path, have ? hdr : NULL, id, sizeof(id),
 					  retry_ms);
 	if (r == AUTH_OK) {
 		size_t l = strlen(c->who);
@@ -1557,6 +1587,7 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 	g->agent = a;
 	g->max_subscribers = max_subscribers;
 	g->max_request = a->cfg->api.limits.grpc_max_message_bytes; /* api.limits, read at start */
+	g->max_peer_streams = a->cfg->api.limits.max_streams_per_peer;
 	g->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_mutex_init(&g->tls_lock, NULL);

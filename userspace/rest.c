@@ -47,6 +47,7 @@ struct sse {
 	bool heartbeat_due;
 	bool peer_gone;       /* the client hung up while we were parked */
 	struct loop_io *hup;  /* EPOLLRDHUP watch on the socket */
+	char addr[INET6_ADDRSTRLEN]; /* the peer (req.addr): api.limits.max_streams_per_peer */
 	struct sse *prev, *next;
 };
 
@@ -82,6 +83,9 @@ struct req {
 	/* who: "rest:<address>" plus the authenticated identity
 	 * ("token:<id>", "uid:<n>" on the unix socket); see rest_identify */
 	char peer[96];
+	/* the client's address without the port, "unix" for any client of
+	 * the unix socket: the peer of the per-peer limits */
+	char addr[INET6_ADDRSTRLEN];
 	enum auth_result auth;    /* AUTH_OK, or why the request is refused */
 	uint64_t retry_ms;        /* AUTH_THROTTLED: backoff left */
 	size_t body_len;
@@ -515,7 +519,16 @@ static void heartbeat(void *arg)
 	}
 }
 
-static enum MHD_Result h_stream(struct rest *r, struct MHD_Connection *c)
+/* Streams the peer at addr holds now (api.limits.max_streams_per_peer). */
+static size_t peer_streams(const struct rest *r, const char *addr)
+{
+	size_t n = 0;
+	for (const struct sse *s = r->clients; s; s = s->next)
+		n += strcmp(s->addr, addr) == 0;
+	return n;
+}
+
+static enum MHD_Result h_stream(struct rest *r, struct MHD_Connection *c, struct req *q)
 {
 	uint64_t after, mask;
 	bool ok;
@@ -524,6 +537,10 @@ static enum MHD_Result h_stream(struct rest *r, struct MHD_Connection *c)
 		return ret;
 	if (r->closing)
 		return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "agent is shutting down");
+	/* the peer's own limit first: it is the one that peer can act on */
+	if (peer_streams(r, q->addr) >= r->lim.max_streams_per_peer)
+		return send_error(c, MHD_HTTP_TOO_MANY_REQUESTS, API_PEER_STREAMS_FMT, q->addr,
+				  r->lim.max_streams_per_peer);
 	if (r->nclients >= r->max_clients)
 		return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "too many event streams (max %zu)", r->max_clients);
 	struct sse *s = calloc(1, sizeof(*s));
@@ -531,6 +548,7 @@ static enum MHD_Result h_stream(struct rest *r, struct MHD_Connection *c)
 		return MHD_NO;
 	s->rest = r;
 	s->conn = c;
+	snprintf(s->addr, sizeof(s->addr), "%s", q->addr);
 	buf_init(&s->out);
 	journal_cursor_init(r->agent->journal, &s->cur, after, mask);
 	/* An opening comment flushes the headers so curl shows the stream at once. */
@@ -730,7 +748,7 @@ static const struct route routes[] = {
 	{ "/v1/metrics", h_metrics_json, NULL, "GET" },
 	{ "/metrics", h_metrics_prom, NULL, "GET" },
 	{ "/v1/events", h_events, NULL, "GET" },
-	{ "/v1/events/stream", h_stream, NULL, "GET" },
+	{ "/v1/events/stream", NULL, h_stream, "GET" },
 	{ "/v1/config", NULL, h_config_list, "GET" },
 	{ "/v1/config/file", NULL, h_config_file, "GET" },
 	{ "/v1/config/apply", NULL, h_config_apply, "POST" },
@@ -779,7 +797,7 @@ static bool open_path(const struct auth *au, const char *url)
 }
 
 /* Who is asking, decided once per request from its headers (before any
- * body is read): q->peer and q->auth. A hook for TLS (issue 8 §2): with
+ * body is read): q->peer, q->addr and q->auth. A hook for TLS (issue 8 §2): with
  * client certificates, a verified certificate's subject becomes the
  * identity here ("cert:<subject>"), before the token is looked at. */
 static void rest_identify(struct rest *r, struct MHD_Connection *c, const char *url, const char *method,
@@ -788,6 +806,7 @@ static void rest_identify(struct rest *r, struct MHD_Connection *c, const char *
 	struct auth *au = r->agent->auth;
 	q->auth = AUTH_OK;
 	if (from_unix(r, c)) {
+		snprintf(q->addr, sizeof(q->addr), "unix");
 		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 		unsigned uid;
 		if (ci && auth_peer_uid(ci->connect_fd, &uid) == 0)
@@ -796,21 +815,21 @@ static void rest_identify(struct rest *r, struct MHD_Connection *c, const char *
 			snprintf(q->peer, sizeof(q->peer), "rest:unix uid:?");
 		return;
 	}
-	char host[INET6_ADDRSTRLEN] = "unknown";
+	snprintf(q->addr, sizeof(q->addr), "unknown");
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (ci && ci->client_addr) {
 		const struct sockaddr *sa = ci->client_addr;
 		if (sa->sa_family == AF_INET)
-			inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof(host));
+			inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, q->addr, sizeof(q->addr));
 		else if (sa->sa_family == AF_INET6)
-			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof(host));
+			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, q->addr, sizeof(q->addr));
 	}
-	snprintf(q->peer, sizeof(q->peer), "rest:%s", host);
+	snprintf(q->peer, sizeof(q->peer), "rest:%s", q->addr);
 	if (!au || !au->enabled || open_path(au, url))
 		return;
 	char who[32];
 	const char *hdr = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-	q->auth = auth_request(au, "rest", host, method, url, hdr, who, sizeof(who), &q->retry_ms);
+	q->auth = auth_request(au, "rest", q->addr, method, url, hdr, who, sizeof(who), &q->retry_ms);
 	if (q->auth == AUTH_OK) {
 		size_t n = strlen(q->peer);
 		snprintf(q->peer + n, sizeof(q->peer) - n, " %s", who);

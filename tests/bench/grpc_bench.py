@@ -153,7 +153,8 @@ class Agent:
         cfg = os.path.join(tmp, f"agent-{self.rest}.yaml")
         with open(cfg, "w") as f:
             f.write(f"api:\n  auth: false\n  rest_listen: 127.0.0.1:{self.rest}\n  grpc_listen: 127.0.0.1:{self.grpc}\n"
-                    f"  max_subscribers: {max_subscribers}\nevents:\n  journal_size: {journal_size}\n"
+                    f"  max_subscribers: {max_subscribers}\n"
+                    f"  limits: {{ max_streams_per_peer: {max_subscribers} }}\nevents:\n  journal_size: {journal_size}\n"
                     f"metrics:\n  interval: 1s\n")
         env = dict(os.environ, ONESHIELD_TEST_EVENTS="1")
         self.log = open(os.path.join(tmp, f"agent-{self.rest}.log"), "w")

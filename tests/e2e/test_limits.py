@@ -14,9 +14,10 @@ import socket
 import grpc
 import pytest
 
-from conftest import DEADLINE, agent_yaml, wait_for
+from conftest import DEADLINE, SSE, agent_yaml, anonymous, wait_for
 from grpcstubs import stubs
 from test_config_apply import apply, onepanel_cfg, sims, snapshot, assert_same  # noqa: F401 (sims: fixture)
+from test_grpc import Stream, gagent  # noqa: F401 (gagent: fixture)
 
 pb, pb_grpc = stubs()
 
@@ -162,3 +163,127 @@ def test_grpc_max_message_edge(tmp_path, agents):
                 stub.GetConfigFile(req, timeout=DEADLINE)
             assert (e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED) == exhausted, (size, e.value)
         assert stub.GetStatus(pb.GetStatusRequest(), timeout=DEADLINE).version
+
+
+def test_sse_streams_per_peer_edge(tmp_path, agents, monkeypatch):
+    """Two event streams from 127.0.0.1 with max_streams_per_peer 2; the
+    third is refused (429, JSON) before it starts and the two go on; once
+    one closes, a new one is accepted."""
+    monkeypatch.setenv("ONESHIELD_TEST_EVENTS", "1")
+    a = agents(tmp_path, agent_yaml(api=limits(max_streams_per_peer=2)))
+    held = [SSE(a.port), SSE(a.port)]
+    try:
+        s1, s2 = held
+        assert (s1.status, s2.status) == (200, 200)
+        assert s1.next()["id"] == 1 and s2.next()["id"] == 1
+        s3 = SSE(a.port)
+        body = s3.resp.read()      # the whole answer: the server closes after it
+        assert s3.status == 429 and s3.resp.getheader("Content-Type") == "application/json", (s3.status, body)
+        j = json.loads(body)
+        assert j["status"] == 429 and "api.limits.max_streams_per_peer" in j["error"], j
+        assert "127.0.0.1" in j["error"], j
+        # nothing else changed: the two still stream, other requests are served
+        assert a.get("/v1/status").json()["api"]["sse_clients"] == 2
+        r = a.post("/v1/test/events", params={"count": 1})
+        assert r.status_code == 202, r.text
+        assert s1.wait_type("TEST_EVENT_MESSAGE") and s2.wait_type("TEST_EVENT_MESSAGE")
+        # a closed stream frees its slot
+        held.remove(s1)
+        s1.close()
+        wait_for(lambda: a.get("/v1/status").json()["api"]["sse_clients"] == 1, what="closed stream noticed")
+        held.append(SSE(a.port))
+        assert held[-1].status == 200
+        assert held[-1].next()["id"] == 1
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_grpc_streams_per_peer_edge(tmp_path, gagent):
+    """Subscribe and StreamMetrics share one peer's max_streams_per_peer (2);
+    one over is RESOURCE_EXHAUSTED before it starts; a stream that ends
+    frees its slot; REST event streams are counted apart."""
+    g = gagent(api=limits(max_streams_per_peer=2))
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def refused(s):
+        assert s.end() == [] and s.code() == exhausted, (s.code(), s.details())
+        assert "api.limits.max_streams_per_peer" in s.details() and "127.0.0.1" in s.details(), s.details()
+
+    def metrics():
+        return Stream(g.stub.StreamMetrics(pb.StreamMetricsRequest(interval_ms=100)))
+
+    s1, s2 = g.subscribe(), g.subscribe()
+    assert s1.next().seq == 1 and s2.next().seq == 1
+    g.wait_subscribers(2)
+    refused(g.subscribe())
+    refused(metrics())
+    g.wait_streams(2)
+    st = g.status()            # unary calls are not streams
+    assert st.api.grpc_subscribers == 2
+    # REST event streams have a count of their own
+    sse = SSE(g.a.port)
+    assert sse.status == 200
+    sse.close()
+    # a cancelled stream frees its slot; StreamMetrics takes it
+    s1.cancel()
+    g.wait_streams(1)
+    met = metrics()
+    assert met.next().families
+    refused(g.subscribe())
+    met.cancel()
+    g.wait_streams(1)
+    s3 = g.subscribe()
+    assert s3.next().seq == 1
+    # the survivors still get live events
+    g.assert_live((s2, s3))
+    for s in (s2, s3):
+        s.cancel()
+    g.wait_streams(0)
+
+
+def test_unix_socket_clients_are_one_peer(tmp_path, agents):
+    """Every client of the unix sockets is the one peer "unix": with
+    max_streams_per_peer 1, a second stream over the socket is refused, while
+    one over TCP (another peer) is accepted; the same for gRPC."""
+    rs, gs = tmp_path / "rest.sock", tmp_path / "grpc.sock"
+    a = agents(tmp_path, agent_yaml(grpc=True, api=dict(limits(max_streams_per_peer=1), rest_socket=str(rs),
+                                                        grpc_socket=str(gs))))
+
+    def unix_stream():
+        c = http.client.HTTPConnection("localhost", timeout=DEADLINE)
+        c.sock = socket.socket(socket.AF_UNIX)
+        c.sock.settimeout(DEADLINE)
+        c.sock.connect(str(rs))
+        c.request("GET", "/v1/events/stream")
+        return c, c.getresponse()
+
+    held = []
+    try:
+        with anonymous():
+            c1, r1 = unix_stream()
+            held.append(c1)
+            assert r1.status == 200
+            c2, r2 = unix_stream()
+            held.append(c2)
+            body = r2.read()
+            assert r2.status == 429 and "from unix " in json.loads(body)["error"], (r2.status, body)
+        tcp = SSE(a.port)
+        held.append(tcp)
+        assert tcp.status == 200
+        # no token for a unix: target (its file mode is the credential)
+        with grpc.insecure_channel(f"unix:{gs}") as ch:
+            stub = pb_grpc.AgentStub(ch)
+            s1 = Stream(stub.Subscribe(pb.SubscribeRequest()))
+            assert s1.next().seq == 1
+            s2 = Stream(stub.Subscribe(pb.SubscribeRequest()))
+            assert s2.end() == [] and s2.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, s2.details()
+            assert "from unix " in s2.details(), s2.details()
+            with grpc.insecure_channel(a.grpc_target) as tch:
+                s3 = Stream(pb_grpc.AgentStub(tch).Subscribe(pb.SubscribeRequest()))
+                assert s3.next().seq == 1
+                s3.cancel()
+            s1.cancel()
+    finally:
+        for c in held:
+            c.close()

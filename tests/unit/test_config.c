@@ -227,16 +227,21 @@ static void test_api_limits(void **state)
 	assert_int_equal(c->api.limits.max_connections_per_peer, 64);
 	assert_int_equal(c->api.limits.applies_per_minute, 30);
 	assert_int_equal(c->api.limits.grpc_max_message_bytes, 1u << 20);
+	assert_int_equal(c->api.limits.max_streams_per_peer, 16);
 	config_free(c);
 	c = parse_ok("api:\n  limits:\n    max_header_bytes: 1KiB\n    max_body_bytes: 16MiB\n"
 		     "    max_json_depth: 1000\n    max_connections_per_peer: 1\n    applies_per_minute: 10000\n"
-		     "    grpc_max_message_bytes: 64MiB\n");
+		     "    grpc_max_message_bytes: 64MiB\n    max_streams_per_peer: 10000\n");
 	assert_int_equal(c->api.limits.max_header_bytes, 1024);
 	assert_int_equal(c->api.limits.max_body_bytes, 16u << 20);
 	assert_int_equal(c->api.limits.max_json_depth, 1000);
 	assert_int_equal(c->api.limits.max_connections_per_peer, 1);
 	assert_int_equal(c->api.limits.applies_per_minute, 10000);
 	assert_int_equal(c->api.limits.grpc_max_message_bytes, 64u << 20);
+	assert_int_equal(c->api.limits.max_streams_per_peer, 10000);
+	config_free(c);
+	c = parse_ok("api:\n  limits:\n    max_streams_per_peer: 1\n");
+	assert_int_equal(c->api.limits.max_streams_per_peer, 1);
 	config_free(c);
 }
 
@@ -520,6 +525,14 @@ static const struct err_case err_cases[] = {
 	  "api.limits.applies_per_minute: \"0\" is out of range"),
 	E("limits_grpc_small", "api:\n  limits:\n    grpc_max_message_bytes: 4095\n", 3,
 	  "api.limits.grpc_max_message_bytes: \"4095\" is out of range"),
+	E("limits_streams_zero", "api:\n  limits:\n    max_streams_per_peer: 0\n", 3,
+	  "api.limits.max_streams_per_peer: \"0\" is out of range (1..10000)"),
+	E("limits_streams_big", "api:\n  limits:\n    max_streams_per_peer: 10001\n", 3,
+	  "api.limits.max_streams_per_peer: \"10001\" is out of range (1..10000)"),
+	E("limits_streams_negative", "api:\n  limits:\n    max_streams_per_peer: -1\n", 3,
+	  "api.limits.max_streams_per_peer: \"-1\" is not a number"),
+	E("limits_streams_word", "api:\n  limits:\n    max_streams_per_peer: many\n", 3,
+	  "api.limits.max_streams_per_peer: \"many\" is not a number"),
 	E("limits_unknown", "api:\n  limits:\n    max_url_bytes: 10\n", 3, "max_url_bytes"),
 	E("limits_not_mapping", "api:\n  limits: 5\n", 2, "api.limits"),
 	/* security */
