@@ -10,9 +10,10 @@
 2. Overhead on onepanel: nginx (1 worker) under wrk, requests/s with
    (a) no agent, (b) the agent tracking nginx in eBPF mode with its always-on
    probes (process events + scheduler delay), (c) the same with a syscall
-   investigation running, (d) the agent in procfs mode; rounds interleaved,
-   medians, ratios to (a).
-3. getpid() ns/call of a process that is NOT onepanel in states a, b, c.
+   investigation running, (e) the same after a 1 s investigation has
+   ended (its probes detached), (d) the agent in procfs mode; rounds
+   interleaved, medians, ratios to (a).
+3. getpid() ns/call of a process that is NOT onepanel in states a, b, c, e.
 
     make bench-ebpf [BENCH_ARGS="--events 1000 --seconds 8 --rounds 3"]
 """
@@ -206,15 +207,15 @@ def getpid_ns(runs=3, n=5000000):
 def overhead(workdir, seconds, rounds, investigate_s):
     ng, port, d = start_nginx(workdir)
     lines = ["binary: /usr/sbin/nginx", f"pid_file: {d}/nginx.pid"]
-    rps = {k: [] for k in "abcd"}
-    gp = {k: [] for k in "abc"}
+    rps = {k: [] for k in "abcde"}
+    gp = {k: [] for k in "abce"}
     notes = []
     try:
         for r in range(rounds):
-            order = ["a", "b", "c", "d"] if r % 2 == 0 else ["d", "c", "b", "a"]
+            order = ["a", "b", "c", "e", "d"] if r % 2 == 0 else ["d", "e", "c", "b", "a"]
             for state in order:
                 a = None
-                if state in "bc":
+                if state in "bce":
                     a = Agent(workdir, lines, name=f"ovh-{r}-{state}")
                     if a.status["mode"] != "ebpf":
                         raise SystemExit(f"agent not in eBPF mode: {a.status.get('mode_reason')}")
@@ -225,6 +226,16 @@ def overhead(workdir, seconds, rounds, investigate_s):
                         code, body = http(a.port, "POST", "/v1/probes/syscalls", {"duration_s": investigate_s})
                         if code not in (200, 201, 202):
                             raise SystemExit(f"could not start an investigation: {code} {body}")
+                    if state == "e":
+                        # an investigation that has ended: the probes must be gone
+                        code, body = http(a.port, "POST", "/v1/probes/syscalls", {"duration_s": 1})
+                        if code not in (200, 201, 202):
+                            raise SystemExit(f"could not start an investigation: {code} {body}")
+                        end = time.monotonic() + 30
+                        while http(a.port, "GET", "/v1/probes/syscalls")[1].get("state") != "finished":
+                            if time.monotonic() > end:
+                                raise SystemExit("the 1 s investigation did not finish")
+                            time.sleep(0.1)
                     rps[state].append(wrk(port, seconds))
                     if state in gp:
                         gp[state].append(getpid_ns())
@@ -274,9 +285,9 @@ def main():
             rps, gp, notes = overhead(w, args.seconds, args.rounds, args.seconds * 3 + 30)
             base = statistics.median(rps["a"])
             names = {"a": "no agent", "b": "agent, eBPF always-on probes", "c": "agent + syscall investigation",
-                     "d": "agent, procfs mode"}
+                     "e": "agent, investigation ended", "d": "agent, procfs mode"}
             print(f"{'state':34} {'req/s':>10} {'ratio':>7} {'getpid ns':>10}")
-            for k in "abcd":
+            for k in "abced":
                 m = statistics.median(rps[k])
                 g = f"{statistics.median(gp[k]):10.1f}" if k in gp else f"{'-':>10}"
                 print(f"{names[k]:34} {m:10.0f} {m / base:7.3f} {g}")
