@@ -143,9 +143,14 @@ def main():
             p = subprocess.Popen([a.agent, "-c", f"{d}/agent.yaml"], stdout=subprocess.DEVNULL,
                                  stderr=open(f"{d}/agent.log", "w"), env=env)
             procs.append(p)
-            agents.append({"pid": p.pid, "rest": f"http://127.0.0.1:{rport}", "dir": d})
+            agents.append({"pid": p.pid, "proc": len(procs) - 1, "rest": f"http://127.0.0.1:{rport}", "dir": d})
 
         def connected():
+            for ag in agents:  # an agent that died: say why at once
+                p = procs[ag["proc"]]
+                if p.poll() is not None:
+                    tail = open(f"{ag['dir']}/agent.log").read().splitlines()[-5:]
+                    raise SystemExit(f"agent in {ag['dir']} exited ({p.returncode}):\n" + "\n".join(tail))
             try:
                 ags = http(ctl + "/v1/agents")["agents"]
             except OSError:
