@@ -156,7 +156,16 @@ def main():
             except OSError:
                 return None
             return len([x for x in ags if x["connected"]]) >= a.agents and ags
-        ags = wait(connected, f"{a.agents} agents connected", deadline=600)
+        try:
+            ags = wait(connected, f"{a.agents} agents connected", deadline=600)
+        except SystemExit:
+            # which ones, and what they say about it
+            for ag in agents:
+                st = _try(ag["rest"] + "/v1/status")
+                o = st["oneshield"] if st else {}
+                if not o.get("connected"):
+                    print(f"not connected: {ag['dir']}: {json.dumps(o)[:400]}", file=sys.stderr)
+            raise
         t_up = time.monotonic() - t_start
         for ag in agents:
             st = wait(lambda: _try(ag["rest"] + "/v1/status"), "agent status")
