@@ -112,6 +112,22 @@ def register_token(target, token_file):
     return tok
 
 
+def unregister_tokens(port):
+    """Forget the tokens sent to port: its agent is gone, and the next agent
+    that gets the port (free_port) has a token of its own."""
+    for k in [k for k in TOKENS if k.rpartition(":")[2] == str(port)]:
+        del TOKENS[k]
+
+
+def register_config_token(target, config_text):
+    """For an agent started by hand: send the token of the api.token_file its
+    config names (the first token_file line: agent_yaml puts api first)."""
+    m = re.search(r"^\s+token_file:\s*(\S+)", config_text, re.M)
+    unregister_tokens(target.rpartition(":")[2])
+    if m and os.path.exists(m.group(1)):
+        register_token(target, m.group(1))
+
+
 @contextlib.contextmanager
 def anonymous():
     """Within: nothing adds an Authorization (the test sends its own, or none)."""
@@ -471,6 +487,9 @@ def agents():
         if a.proc.poll() is None:
             a.proc.kill()
             a.proc.wait()
+        unregister_tokens(a.port)
+        if a.grpc_target:
+            unregister_tokens(a.grpc_target.rpartition(":")[2])
         # shown by pytest only when the test failed
         print(f"---- agent stderr (exit {a.proc.returncode}) ----\n{a.log.text()}")
 

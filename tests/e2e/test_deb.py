@@ -23,8 +23,8 @@ import pytest
 import requests
 import yaml
 
-from conftest import (AGENT_BIN, ROOT, LogFile, Sim, agent_yaml, anonymous, free_port, have, register_token,
-                      sim_onepanel, wait_for)
+from conftest import (AGENT_BIN, ROOT, LogFile, Sim, agent_yaml, anonymous, free_port, have, register_config_token,
+                      register_token, sim_onepanel, wait_for)
 
 BUILD_DIR = os.path.dirname(os.path.abspath(AGENT_BIN))
 PKG = "oneshield-agent"
@@ -434,11 +434,13 @@ def test_unit_capabilities_are_enough(tmp_path, procfs):
     try:
         def start(cmd, name):
             cfg = tmp_path / f"{name}.yaml"
-            cfg.write_text(agent_yaml(sim_onepanel(sim)))
+            text = agent_yaml(sim_onepanel(sim))
+            cfg.write_text(text)
             p = subprocess.Popen(cmd + ["-c", str(cfg)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             p.log = LogFile(p.stderr)
             procs.append(p)
             m = p.log.wait_line(r"REST API listening on http://([0-9.]+:\d+)")
+            register_config_token(m.group(1), text)
             base = "http://" + m.group(1)
 
             def tracking():

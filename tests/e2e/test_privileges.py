@@ -33,7 +33,8 @@ from unittest import mock
 
 import pytest
 
-from conftest import AGENT_BIN, DEADLINE, EXPECT_MODE, FORCE_PROCFS, SIM_BIN, LogFile, agent_yaml, have, wait_for, with_token_file
+from conftest import (AGENT_BIN, DEADLINE, EXPECT_MODE, FORCE_PROCFS, SIM_BIN, LogFile, agent_yaml, have,
+                      register_config_token, wait_for, with_token_file)
 from test_config_apply import ConfSim, apply, onepanel_cfg, sims, write_script, yq  # noqa: F401 (sims: fixture)
 
 # userspace/privs.h, PRIVS_KEEP
@@ -324,6 +325,7 @@ def start_bounded(tmp_path, cfg_text, drop_cap=None):
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     log = LogFile(p.stderr)
     m = log.wait_line(r"REST API listening on http://([0-9.]+:\d+)")
+    register_config_token(m.group(1), cfg_text)
     return p, log, "http://" + m.group(1)
 
 
