@@ -211,25 +211,17 @@ if grpc is not None:
         def intercept_stream_stream(self, cont, d, it):
             return cont(self._d(d), it)
 
-    _orig_insecure_channel = grpc.insecure_channel
+    def _with_token(make_channel):
+        """grpc.insecure_channel / secure_channel, sending the target's token."""
+        def channel(target, *a, **kw):
+            ch = make_channel(target, *a, **kw)
+            host, _, port = target.rpartition(":")
+            tok = _default_token(host, port, False)
+            return grpc.intercept_channel(ch, _Bearer(tok)) if tok else ch
+        return channel
 
-    def _insecure_channel(target, *a, **kw):
-        ch = _orig_insecure_channel(target, *a, **kw)
-        host, _, port = target.rpartition(":")
-        tok = _default_token(host, port, False)
-        return grpc.intercept_channel(ch, _Bearer(tok)) if tok else ch
-
-    grpc.insecure_channel = _insecure_channel
-
-    _orig_secure_channel = grpc.secure_channel
-
-    def _secure_channel(target, *a, **kw):
-        ch = _orig_secure_channel(target, *a, **kw)
-        host, _, port = target.rpartition(":")
-        tok = _default_token(host, port, False)
-        return grpc.intercept_channel(ch, _Bearer(tok)) if tok else ch
-
-    grpc.secure_channel = _secure_channel
+    grpc.insecure_channel = _with_token(grpc.insecure_channel)
+    grpc.secure_channel = _with_token(grpc.secure_channel)
 
 
 HOST_TOKEN_FILE = "/etc/oneshield-agent/token"
