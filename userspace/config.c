@@ -106,6 +106,11 @@ static int vfail_line(struct pctx *p, size_t line, int rc, const char *fmt, va_l
 		n = snprintf(p->err, p->errlen, "%s: ", p->name);
 	if (n >= 0 && (size_t)n < p->errlen)
 		vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+	/* The message is one line whatever a value held (a YAML flow
+	 * scalar folds CRs into newlines): control bytes become '?'. */
+	for (char *c = p->err; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 	return rc;
 }
 
@@ -264,6 +269,9 @@ static int check_path(struct pctx *p, const yaml_node_t *n, const char *path, co
 		return fail(p, n, "%s: %s is not an absolute path", path, Q(q, s));
 	if (strlen(s) >= PATH_MAX)
 		return fail(p, n, "%s: path is longer than %d bytes", path, PATH_MAX - 1);
+	for (const char *c = s; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			return fail(p, n, "%s: %s contains a control character", path, Q(q, s));
 	return 0;
 }
 

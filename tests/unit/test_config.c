@@ -383,6 +383,11 @@ static const struct err_case err_cases[] = {
 	E("relative_log_path", "onepanel:\n  name: nginx\n  access_logs:\n    - { path: /a }\n"
 	  "    - { path: b.log }\n", 5, "onepanel.access_logs[1].path: \"b.log\" is not an absolute path"),
 	E("empty_binary", "onepanel:\n  binary: \"\"\n", 2, "onepanel.binary: must not be empty"),
+	/* a flow scalar folds CRs into a newline: refused, and the message stays one line */
+	E("newline_in_log_path", "onepanel:\n  name: nginx\n  access_logs:\n    - { path: /a\r\rb.log }\n",
+	  4, "onepanel.access_logs[0].path: \"/a\\x0ab.log\" contains a control character"),
+	E("tab_in_pid_file", "onepanel:\n  name: nginx\n  pid_file: \"/run/a\\tb\"\n", 3,
+	  "onepanel.pid_file: \"/run/a\\x09b\" contains a control character"),
 	E("null_binary", "onepanel:\n  name: x\n  binary:\n", 3, "onepanel.binary: must not be empty"),
 	E("empty_log_path", "onepanel:\n  name: x\n  error_logs: [ { path: '' } ]\n", 3,
 	  "onepanel.error_logs[0].path: must not be empty"),
