@@ -194,6 +194,21 @@ static void child_dup(int from, int to, int efd)
 			child_fail(efd, ST_FDS, errno);
 }
 
+/* The kernel's struct sigaction (no restorer needed for SIG_DFL). */
+struct ksigaction {
+	void (*handler)(int);
+	unsigned long flags;
+	void (*restorer)(void);
+	uint64_t mask;
+};
+
+static void raw_default(int sig)
+{
+	struct ksigaction k = { .handler = SIG_DFL };
+
+	syscall(SYS_rt_sigaction, sig, &k, NULL, sizeof(k.mask));
+}
+
 __attribute__((noreturn)) static void child_run(const struct child_ctx *c)
 {
 	int efd = c->err_fd;
@@ -209,7 +224,11 @@ __attribute__((noreturn)) static void child_run(const struct child_ctx *c)
 	for (int sig = 1; sig < NSIG; sig++) {
 		if (sig == SIGKILL || sig == SIGSTOP)
 			continue;
-		sigaction(sig, &sa, NULL); /* EINVAL for libc's internal ones */
+		/* libc refuses its internal ones (32, 33) with EINVAL, but an
+		 * SIG_IGN there, inherited from whoever started the agent,
+		 * would reach the command: reset them with the syscall. */
+		if (sigaction(sig, &sa, NULL) < 0 && errno == EINVAL)
+			raw_default(sig);
 	}
 	if (setpgid(0, 0) < 0)
 		child_fail(efd, ST_PGID, errno);
