@@ -1335,15 +1335,19 @@ static const struct {
 	{ "node_filesystem_files_free", "Filesystem total free file nodes." },
 };
 
-static int add_mount(struct metrics *m, struct mount_ent *e)
+static int add_mount(struct metrics *m, struct mount_ent *e, const char *root)
 {
+	char path[PATH_MAX];
 	struct statvfs st;
 	double v[NELEM(fs_metrics)];
 	int err;
 
-	/* the agent's own mount namespace; fixture paths do not exist */
-	if (statvfs(e->mountpoint, &st)) {
-		log_debug("procfs: statvfs %s: %s", e->mountpoint, strerror(errno));
+	/* through root, the mount namespace the table came from; fixture
+	 * paths do not exist */
+	if (snprintf(path, sizeof(path), "%s%s", root, e->mountpoint) >= (int)sizeof(path))
+		return 0;
+	if (statvfs(path, &st)) {
+		log_debug("procfs: statvfs %s: %s", path, strerror(errno));
 		return 0;
 	}
 	v[0] = (double)st.f_blocks * (double)st.f_frsize;
@@ -1366,6 +1370,12 @@ static int add_mount(struct metrics *m, struct mount_ent *e)
 
 int procfs_parse_mountinfo(const char *text, size_t len, const char *filesystems, size_t fs_len,
 			   struct metrics *m)
+{
+	return procfs_parse_mountinfo_at(text, len, filesystems, fs_len, "", m);
+}
+
+int procfs_parse_mountinfo_at(const char *text, size_t len, const char *filesystems, size_t fs_len,
+			      const char *root, struct metrics *m)
 {
 	struct span rest = span_of(text, len), line;
 	struct mount_ent *ents = NULL;
@@ -1416,7 +1426,7 @@ int procfs_parse_mountinfo(const char *text, size_t len, const char *filesystems
 		if (i + 1 < n && !strcmp(ents[i].mountpoint, ents[i + 1].mountpoint))
 			continue;
 		if (fs_is_real(filesystems, fs_len, ents[i].fstype))
-			err = add_mount(m, &ents[i]);
+			err = add_mount(m, &ents[i], root);
 	}
 	if (!err)
 		err = parse_result(bad, n > 0);
@@ -1498,7 +1508,7 @@ static int collect_pressure(struct metrics *m, const char *proc_root)
 
 static int collect_mounts(struct metrics *m, const char *proc_root)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], root[PATH_MAX];
 	char *mi = NULL, *fs = NULL;
 	size_t mi_len, fs_len;
 	int err;
@@ -1507,14 +1517,25 @@ static int collect_mounts(struct metrics *m, const char *proc_root)
 		err = -ENAMETOOLONG;
 	else
 		err = read_alloc(AT_FDCWD, path, FILESYSTEMS_CAP, &fs, &fs_len);
-	if (!err) {
+	/* The host's mounts are those of pid 1's mount namespace, seen
+	 * through its root: under the unit's sandbox (ProtectSystem,
+	 * ProtectHome, PrivateTmp) the agent's own namespace has other
+	 * mounts over /home, /tmp, ... Its own is the fallback (no
+	 * CAP_SYS_PTRACE, a hidepid /proc, or a fixture without a pid 1). */
+	if (!err && snprintf(root, sizeof(root), "%s/1/root", proc_root) < (int)sizeof(root) &&
+	    snprintf(path, sizeof(path), "%s/1/mountinfo", proc_root) < (int)sizeof(path) &&
+	    !read_alloc(AT_FDCWD, path, MOUNTINFO_CAP, &mi, &mi_len) && access(root, X_OK) == 0) {
+		err = procfs_parse_mountinfo_at(mi, mi_len, fs, fs_len, root, m);
+	} else if (!err) {
+		free(mi);
+		mi = NULL;
 		if (snprintf(path, sizeof(path), "%s/self/mountinfo", proc_root) >= (int)sizeof(path))
 			err = -ENAMETOOLONG;
 		else
 			err = read_alloc(AT_FDCWD, path, MOUNTINFO_CAP, &mi, &mi_len);
+		if (!err)
+			err = procfs_parse_mountinfo(mi, mi_len, fs, fs_len, m);
 	}
-	if (!err)
-		err = procfs_parse_mountinfo(mi, mi_len, fs, fs_len, m);
 	free(mi);
 	free(fs);
 	if (err == -ENOMEM)

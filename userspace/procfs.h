@@ -98,5 +98,9 @@ int procfs_parse_pressure(const char *text, size_t len, const char *resource, st
  * kept mountpoint and skips those where it fails. */
 int procfs_parse_mountinfo(const char *text, size_t len, const char *filesystems, size_t fs_len,
 			   struct metrics *m);
+/* The same with each mountpoint statvfs()ed under root (e.g. /proc/1/root),
+ * for a table read from another mount namespace. */
+int procfs_parse_mountinfo_at(const char *text, size_t len, const char *filesystems, size_t fs_len,
+			      const char *root, struct metrics *m);
 
 #endif

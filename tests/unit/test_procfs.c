@@ -570,6 +570,46 @@ static void test_collect_no_pressure(void **state)
 	free(root);
 }
 
+/* The host's mounts are pid 1's, statvfs()ed through /proc/1/root: a
+ * mountpoint that exists only in that namespace is still reported, under
+ * its own path; without a pid 1 the agent's own table is used. */
+static void test_collect_mounts_of_pid1(void **state)
+{
+	static const char *const rels[] = { "stat", "loadavg", "meminfo", "diskstats", "net",
+					    "filesystems", "self" };
+	char *root = make_tmp(), *ns = make_tmp();
+	struct metrics *m = metrics_new();
+	char text[2 * PATH_MAX], path[PATH_MAX];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(rels) / sizeof(rels[0]); i++)
+		link_fixture(root, rels[i]);
+	mkdirs(ns, "only/in ns");
+	mkdirs(root, "1");
+	snprintf(path, sizeof(path), "%s/1/root", root);
+	assert_int_equal(symlink(ns, path), 0);
+	snprintf(text, sizeof(text), "27 1 254:0 / / rw - ext4 /dev/vda rw\n"
+		 "60 27 254:5 / /only/in\\040ns rw - xfs /dev/vde rw\n");
+	write_str(root, "1/mountinfo", text);
+	assert_int_equal(procfs_collect_host(m, root), 0);
+	assert_true(value_of(m, "node_filesystem_size_bytes", "mountpoint", "/only/in ns",
+			     "device", "/dev/vde", "fstype", "xfs") > 0);
+	assert_true(value_of(m, "node_filesystem_size_bytes", "mountpoint", "/", "device", "/dev/vda") > 0);
+
+	/* no pid 1 root to go through: the agent's own table (the fixture's) */
+	assert_int_equal(unlink(path), 0);
+	metrics_reset(m);
+	assert_int_equal(procfs_collect_host(m, root), 0);
+	assert_true(missing(m, "node_filesystem_size_bytes", "mountpoint", "/only/in ns"));
+	assert_true(value_of(m, "node_filesystem_size_bytes", "mountpoint", "/", "fstype", "ext4") > 0);
+
+	metrics_free(m);
+	rm_tree(root);
+	rm_tree(ns);
+	free(root);
+	free(ns);
+}
+
 static void fill_root(const char *root, const void *data, size_t len)
 {
 	static const char *const rels[] = { "stat", "loadavg", "meminfo", "diskstats", "net/dev",
@@ -892,6 +932,7 @@ int main(void)
 		cmocka_unit_test(test_read_proc_live),
 		cmocka_unit_test(test_collect_fixture),
 		cmocka_unit_test(test_collect_no_pressure),
+		cmocka_unit_test(test_collect_mounts_of_pid1),
 		cmocka_unit_test(test_collect_empty_and_garbage),
 		cmocka_unit_test(test_parsers_empty_garbage),
 		cmocka_unit_test(test_stat_host_edge),
