@@ -1,6 +1,7 @@
 /* Bearer tokens and the per-peer slow-down; see auth.h for the rules. */
 #include "auth.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -463,6 +465,21 @@ int auth_unix_listen(const char *path, unsigned mode, char *err, size_t errlen)
 		return -e;
 	}
 	return fd;
+}
+
+void auth_peer_key(char *addr, size_t len)
+{
+	struct in6_addr a;
+	char b[INET6_ADDRSTRLEN];
+
+	if (!strchr(addr, ':') || inet_pton(AF_INET6, addr, &a) != 1)
+		return;
+	if (IN6_IS_ADDR_V4MAPPED(&a) || IN6_IS_ADDR_LOOPBACK(&a))
+		return;
+	memset(a.s6_addr + 8, 0, 8);
+	if (!inet_ntop(AF_INET6, &a, b, sizeof(b)))
+		return;
+	snprintf(addr, len, "%s/64", b);
 }
 
 int auth_peer_uid(int fd, unsigned *uid)

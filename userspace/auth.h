@@ -102,6 +102,12 @@ int auth_unix_prepare(const char *path, char *err, size_t errlen);
 int auth_unix_listen(const char *path, unsigned mode, char *err, size_t errlen);
 /* The uid of a unix socket's peer (SO_PEERCRED). 0 or -errno. */
 int auth_peer_uid(int fd, unsigned *uid);
+/* In place, the key per-peer limits (the failure backoff, streams per
+ * peer) count an address under: IPv4 as itself, IPv6 as its /64 written
+ * "2001:db8:1:2::/64" (a host is usually given a whole /64, and could
+ * otherwise take a new address per attempt); v4-mapped, loopback and
+ * anything that is not an address stay as they are. */
+void auth_peer_key(char *addr, size_t len);
 
 /* What the REST and gRPC servers use. */
 struct auth {

@@ -1264,6 +1264,7 @@ static enum auth_result call_identify(struct gcall *c, const char *path, uint64_
 	}
 	size_t n = e ? (size_t)(e - s) : strlen(s);
 	snprintf(c->addr, sizeof(c->addr), "%.*s", (int)(n < sizeof(c->addr) - 1 ? n : sizeof(c->addr) - 1), s);
+	auth_peer_key(c->addr, sizeof(c->addr));
 	bool is_unix = strncmp(p, "unix:", 5) == 0 || strncmp(p, "unix-abstract:", 14) == 0;
 	gpr_free(peer);
 	if (is_unix) {

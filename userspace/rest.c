@@ -825,6 +825,7 @@ static void rest_identify(struct rest *r, struct MHD_Connection *c, const char *
 			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, q->addr, sizeof(q->addr));
 	}
 	snprintf(q->peer, sizeof(q->peer), "rest:%s", q->addr);
+	auth_peer_key(q->addr, sizeof(q->addr)); /* logs keep the address, limits the key */
 	if (!au || !au->enabled || open_path(au, url))
 		return;
 	char who[32];

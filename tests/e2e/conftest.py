@@ -268,7 +268,7 @@ class Agent:
         self.proc = subprocess.Popen([AGENT_BIN, "-c", self.config_path, "-v", *extra_args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.log = LogFile(self.proc.stderr)
-        m = self.log.wait_line(r"REST API listening on http://([0-9.]+):(\d+)")
+        m = self.log.wait_line(r"REST API listening on http://([0-9.]+|\[[0-9a-f:]+\]):(\d+)")
         self.base = f"http://{m.group(1)}:{m.group(2)}"
         self.port = int(m.group(2))
         # the agent read (or generated) it before listening

@@ -254,6 +254,45 @@ def test_grpc_reflection_needs_the_token(tmp_path, agents):
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+@pytest.fixture
+def v6_addrs():
+    """Two IPv6 addresses of one /64 and one of another, on lo, removed after."""
+    addrs = ["2001:db8:1:2::10", "2001:db8:1:2::11", "2001:db8:1:3::10"]
+    added = []
+    try:
+        for ad in addrs:
+            r = subprocess.run(["ip", "-6", "addr", "add", f"{ad}/128", "dev", "lo", "nodad"],
+                               capture_output=True, text=True)
+            if r.returncode:
+                pytest.skip(f"no IPv6 here: ip addr add {ad}: {r.stderr.strip()}")
+            added.append(ad)
+        yield addrs
+    finally:
+        for ad in added:
+            subprocess.run(["ip", "-6", "addr", "del", f"{ad}/128", "dev", "lo"], capture_output=True)
+
+
+def test_ipv6_peers_are_their_64(tmp_path, agents, v6_addrs):
+    """A host cannot dodge the backoff by taking another address of its /64."""
+    port = free_port()
+    a = agents(tmp_path, f"api:\n  rest_listen: \"[::]:{port}\"\n  grpc_listen: off\n  insecure: true\n"
+                         "metrics:\n  interval: 200ms\n")
+
+    def get(src, token):
+        c = http.client.HTTPConnection(v6_addrs[0], port, timeout=10, source_address=(src, 0))
+        try:
+            c.request("GET", "/v1/status", headers={"Authorization": f"Bearer {token}"})
+            return c.getresponse().status
+        finally:
+            c.close()
+
+    assert [get(v6_addrs[0], "0" * 64) for _ in range(5)] == [401] * 5
+    assert get(v6_addrs[1], a.token) == 429          # same /64: the same peer
+    assert get(v6_addrs[2], a.token) == 200          # another /64: another peer
+    a.log.wait_line(r"from 2001:db8:1:2::/64 refused: .*; 2001:db8:1:2::/64 is refused for 1000 ms")
+    a.stop()
+
+
 def test_repeated_failures_slow_the_peer_down(tmp_path, agents):
     a = agents(tmp_path, agent_yaml(grpc=True))
     bad = {"Authorization": "Bearer " + "0" * 64}

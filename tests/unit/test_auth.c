@@ -386,6 +386,47 @@ static void test_unix_socket(void **state)
 	assert_int_equal(auth_unix_prepare(lp, err, sizeof(err)), -ENAMETOOLONG);
 }
 
+static void expect_key(const char *in, const char *want)
+{
+	char a[46];
+
+	snprintf(a, sizeof(a), "%s", in);
+	auth_peer_key(a, sizeof(a));
+	assert_string_equal(a, want);
+}
+
+/* IPv6 peers are their /64: a host cannot dodge the backoff or the stream
+ * limit by taking a new address from its prefix for each attempt. */
+static void test_peer_key(void **state)
+{
+	(void)state;
+	expect_key("192.0.2.7", "192.0.2.7");
+	expect_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64");
+	expect_key("2001:db8:1:2::9", "2001:db8:1:2::/64");
+	expect_key("2001:db8:1:3::9", "2001:db8:1:3::/64");
+	expect_key("fe80::1", "fe80::/64");
+	expect_key("::1", "::1");
+	expect_key("::ffff:192.0.2.7", "::ffff:192.0.2.7");
+	expect_key("unix", "unix");
+	expect_key("unknown", "unknown");
+	expect_key("fe80::1%eth0", "fe80::1%eth0");
+	expect_key("2001:db8::1::2", "2001:db8::1::2");
+	expect_key("", "");
+
+	/* two addresses of one /64 share one backoff */
+	struct auth_limiter *l = auth_limiter_new(5);
+	char a[46] = "2001:db8:1:2::1", b[46] = "2001:db8:1:2::2";
+	uint64_t t = 1000;
+
+	assert_non_null(l);
+	auth_peer_key(a, sizeof(a));
+	auth_peer_key(b, sizeof(b));
+	for (int i = 0; i < AUTH_FREE_FAILURES; i++)
+		auth_limiter_fail(l, a, t);
+	assert_true(auth_limiter_blocked(l, b, t) > 0);
+	auth_limiter_free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -397,6 +438,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_generate, setup, teardown),
 		cmocka_unit_test(test_limiter),
 		cmocka_unit_test(test_limiter_bounded),
+		cmocka_unit_test(test_peer_key),
 		cmocka_unit_test_setup_teardown(test_unix_socket, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
