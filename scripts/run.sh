@@ -42,6 +42,7 @@ onepanel:
   config_file: $demo/onepanel.conf
   allowed_dirs: [$demo]
   validate_command: "$sim -t -c {config}"
+  version_command: "$sim -v"
   reload_signal: HUP
   access_logs:
     - { path: $demo/access.log, format: combined }

@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "onepanel.h"
+#include "opversion.h"
 #include "probes.h"
 #include "logwatch.h"
 #include "procfs.h"
@@ -77,6 +78,7 @@ cJSON *agent_status_json(const struct agent *a)
 			cJSON_AddStringToObject(op, "binary", a->cfg->onepanel.binary);
 		if (a->cfg->onepanel.config_file)
 			cJSON_AddStringToObject(op, "config_file", a->cfg->onepanel.config_file);
+		opversion_status_json(a->opversion, op);
 	}
 	if (st.has_last_exit) {
 		cJSON *le = cJSON_AddObjectToObject(op, "last_exit");
@@ -205,6 +207,7 @@ int agent_collect(struct agent *a)
 		probes_collect(a->probes, m);
 	if (a->logs)
 		logwatch_collect(a->logs, m);
+	opversion_collect(a->opversion, m);
 	collect_self(a, m);
 	mgmt_collect(a->mgmt, m);
 	metrics_free(a->snapshot);

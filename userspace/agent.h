@@ -36,6 +36,7 @@ struct agent {
 	struct cfgapply *cfgapply;
 	struct probes *probes;    /* syscall investigations */
 	struct logwatch *logs;    /* onepanel's access and error logs */
+	struct opversion *opversion; /* onepanel's version (onepanel.version_command) */
 	struct mgmt *mgmt;        /* the push to One Shield, when configured */
 	struct auth *auth;        /* API tokens and the peer limiter (auth.h) */
 	struct metrics *snapshot; /* last complete collection, never NULL once started */

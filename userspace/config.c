@@ -333,8 +333,16 @@ static int check_command(struct pctx *p, const yaml_node_t *n, const char *path,
 		return oom(p);
 	if (rc)
 		return fail(p, n, "%s: %s", path, why);
+	/* a root daemon does no PATH search (spawn.h): say so now, not at
+	 * the first apply */
+	if (argv[0][0] != '/') {
+		char q[QBUF];
+
+		rc = fail(p, n, "%s: the program %s is not an absolute path (there is no PATH search)", path,
+			  Q(q, argv[0]));
+	}
 	config_free_argv(argv);
-	return 0;
+	return rc;
 }
 
 static int set_scalar(struct pctx *p, const struct key *k, const yaml_node_t *v, void *base,
@@ -668,6 +676,7 @@ static const struct key onepanel_keys[] = {
 	{ .name = "allowed_dirs", .kind = K_DIRS, .off = OFF(onepanel.allowed_dirs),
 	  .off2 = OFF(onepanel.n_allowed_dirs) },
 	{ .name = "validate_command", .kind = K_COMMAND, .off = OFF(onepanel.validate_command) },
+	{ .name = "version_command", .kind = K_COMMAND, .off = OFF(onepanel.version_command) },
 	{ .name = "reload_signal", .kind = K_SIGNAL, .off = OFF(onepanel.reload_signal) },
 	{ .name = "reload_timeout", .kind = K_DURATION, .off = OFF(onepanel.reload_timeout_ms),
 	  .min = 100, .max = 10 * 60 * 1000 },
@@ -938,6 +947,7 @@ void config_free(struct agent_config *c)
 		free(c->onepanel.allowed_dirs[i]);
 	free(c->onepanel.allowed_dirs);
 	free(c->onepanel.validate_command);
+	free(c->onepanel.version_command);
 	free(c->onepanel.health_url);
 	free_logs(c->onepanel.access_logs, c->onepanel.n_access_logs);
 	free_logs(c->onepanel.error_logs, c->onepanel.n_error_logs);

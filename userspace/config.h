@@ -35,6 +35,7 @@ struct onepanel_config {
 	char **allowed_dirs;     /* absolute, normalised (no trailing '/', no "." or ".." parts) */
 	size_t n_allowed_dirs;
 	char *validate_command;  /* may contain {config}; NULL when absent */
+	char *version_command;   /* prints onepanel's version (opversion.h); may contain {config}; NULL: off */
 	int reload_signal;       /* signal number; default SIGHUP. Names: HUP, SIGHUP, USR1, USR2, ... or a number */
 	uint64_t reload_timeout_ms; /* default 5000; 100ms..10min */
 	uint64_t validate_timeout_ms; /* default 30000; 100ms..10min */

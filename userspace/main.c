@@ -28,6 +28,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "onepanel.h"
+#include "opversion.h"
 #include "rest.h"
 #include "testgen.h"
 #include "tls.h"
@@ -322,6 +323,10 @@ static void reload_config(void)
 	probes_reconfigure(A.probes, &nc->ebpf);
 	if (logwatch_reconfigure(A.logs, &nc->onepanel))
 		log_warn("config reload: out of memory setting up the logs; the previous ones stay followed");
+	struct onepanel_state ops;
+	onepanel_get_state(A.onepanel, &ops);
+	if (opversion_configure(A.opversion, &nc->onepanel, ops.running))
+		log_warn("config reload: out of memory; onepanel.version_command stays as it was");
 	if (nc->metrics.interval_ms != A.cfg->metrics.interval_ms)
 		loop_timer_arm(collect_timer, nc->metrics.interval_ms, nc->metrics.interval_ms);
 	/* The One Shield client reads its section through A.cfg: a changed one
@@ -485,7 +490,8 @@ int main(int argc, char **argv)
 	A.mode = onepanel_mode(A.onepanel);
 	A.probes = probes_new(A.loop, A.onepanel, &A.cfg->ebpf);
 	A.logs = logwatch_new(A.loop, A.journal, &A.cfg->onepanel);
-	if (!A.probes || !A.logs)
+	A.opversion = opversion_new(A.loop, A.journal);
+	if (!A.probes || !A.logs || !A.opversion || opversion_configure(A.opversion, &A.cfg->onepanel, false))
 		return 1;
 	agent_collect(&A);
 	log_tls(A.cfg, A.tls);
@@ -558,6 +564,7 @@ out:
 	cfgapply_free(A.cfgapply);
 	probes_free(A.probes);
 	logwatch_free(A.logs);
+	opversion_free(A.opversion);
 	onepanel_free(A.onepanel);
 	metrics_free(A.snapshot);
 	journal_free(A.journal);

@@ -50,6 +50,7 @@
 #include "metrics.h"
 #include "oneshield/agent/v1/agent.pb-c.h"
 #include "oneshield/mgmt/v1/mgmt.pb-c.h"
+#include "opversion.h"
 #include "pbconv.h"
 #include "probes.h"
 #include "spool.h"
@@ -420,6 +421,7 @@ static int hello_message(struct mgmt *m, struct buf *out)
 	h.mode = (char *)(m->a->mode ? m->a->mode : "");
 	h.mode_reason = st && st->mode_reason ? st->mode_reason : (char *)"";
 	h.onepanel = st ? st->onepanel : NULL;
+	h.onepanel_version = (char *)opversion_get(m->a->opversion);
 	size_t nl = CFG(m)->nlabels;
 	Oneshield__Mgmt__V1__Hello__LabelsEntry *le = nl ? calloc(nl, sizeof(*le)) : NULL;
 	Oneshield__Mgmt__V1__Hello__LabelsEntry **lp = nl ? calloc(nl, sizeof(*lp)) : NULL;

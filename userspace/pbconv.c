@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "mgmt.h"
 #include "onepanel.h"
+#include "opversion.h"
 #include "oneshield/agent/v1/agent.pb-c.h"
 #include "rest.h"
 #include "cfgfs.h"
@@ -189,6 +190,7 @@ int pb_status(const struct agent *a, struct buf *out)
 			op.binary = a->cfg->onepanel.binary;
 		if (a->cfg->onepanel.config_file)
 			op.config_file = a->cfg->onepanel.config_file;
+		op.version = (char *)opversion_get(a->opversion);
 	}
 	if (s.has_last_exit) {
 		if (s.last_exit_signal) {

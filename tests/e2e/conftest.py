@@ -386,6 +386,11 @@ def agent_yaml(onepanel=None, extra="", grpc=False, api=None):
     return "\n".join(out) + "\n" + extra
 
 
+def yq(s) -> str:
+    """A YAML single-quoted scalar (any characters, ' doubled)."""
+    return "'" + str(s).replace("'", "''") + "'"
+
+
 def sim_onepanel(sim):
     return {
         "binary": SIM_BIN,

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import DEADLINE, SIM_BIN, SSE, agent_yaml, wait_for
+from conftest import DEADLINE, SIM_BIN, SSE, agent_yaml, wait_for, yq
 from simhelpers import Sim, pid_gone, render_config
 
 # one POST may run a validator and wait for a reload (slow under ASan)
@@ -43,11 +43,6 @@ RELOAD_FAIL_EVENTS = ["ONEPANEL_RELOAD_FAILED_MESSAGE", "CONFIG_ROLLBACK_SUCCESS
 
 
 # ---------------------------------------------------------------- helpers
-
-def yq(s) -> str:
-    """A YAML single-quoted scalar (any characters, ' doubled)."""
-    return "'" + str(s).replace("'", "''") + "'"
-
 
 def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()

@@ -14,7 +14,7 @@ import stat
 import pytest
 import requests
 
-from conftest import DEADLINE, agent_yaml, wait_for
+from conftest import DEADLINE, agent_yaml, wait_for, yq
 from simhelpers import pid_gone, proc_children
 from test_nginx import NGINX, Nginx
 
@@ -23,10 +23,6 @@ pytestmark = pytest.mark.skipif(not os.path.exists(NGINX) and not os.environ.get
 
 APPLY_TIMEOUT = max(120.0, 4 * DEADLINE)
 SIGHUP_RX = re.compile(r"\[notice\] \d+#\d+: signal 1 \(SIGHUP\) received", re.M)
-
-
-def yq(s) -> str:
-    return "'" + str(s).replace("'", "''") + "'"
 
 
 class ConfNginx(Nginx):

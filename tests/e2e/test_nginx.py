@@ -1,6 +1,7 @@
 """The agent tracking real nginx (Debian's), run in the foreground from a
 temporary prefix: nginx is the stand-in for a real onepanel."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -75,6 +76,7 @@ def nginx_agent(n):
         "config_file": n.conf,
         "allowed_dirs": f"[{n.prefix}]",
         "validate_command": f"\"{NGINX} -t -c {{config}}\"",
+        "version_command": f"\"{NGINX} -v\"",
         "access_logs": f"[{{ path: {n.access_log}, format: combined }}]",
         "error_logs": f"[{{ path: {n.error_log} }}]",
     })
@@ -90,6 +92,9 @@ def test_nginx_found_children_stop_and_restart(tmp_path, nginx, agents):
     assert found["fields"]["exe"] == NGINX
     # both workers counted as children of the master
     wait_for(lambda: "onepanel_children 2" in a.get("/metrics").text, what="2 nginx workers")
+    # its version, from "nginx version: nginx/1.22.1" on stderr
+    want = re.search(r"nginx/\S+", subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr).group(0)
+    wait_for(lambda: a.get("/v1/status").json()["onepanel"].get("version") == want, what=f"version {want}")
 
     workers = {int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()} \
         if os.path.exists(f"/proc/{pid}/task/{pid}/children") else None

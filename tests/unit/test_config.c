@@ -423,6 +423,12 @@ static const struct err_case err_cases[] = {
 	  "onepanel.validate_command: must not be empty"),
 	E("validate_command_quote", "onepanel:\n  name: x\n  validate_command: nginx -t -c '{config}\n", 3,
 	  "onepanel.validate_command: unterminated single quote"),
+	E("validate_command_relative", "onepanel:\n  name: x\n  validate_command: nginx -t -c {config}\n", 3,
+	  "onepanel.validate_command: the program \"nginx\" is not an absolute path (there is no PATH search)"),
+	E("version_command_relative", "onepanel:\n  name: x\n  version_command: \"nginx -v\"\n", 3,
+	  "onepanel.version_command: the program \"nginx\" is not an absolute path (there is no PATH search)"),
+	E("version_command_empty", "onepanel:\n  name: x\n  version_command: \"\"\n", 3,
+	  "onepanel.version_command: must not be empty"),
 	E("validate_command_dquote", "onepanel:\n  name: x\n  validate_command: 'nginx -c \"x'\n", 3,
 	  "onepanel.validate_command: unterminated double quote"),
 	/* signals */
