@@ -854,6 +854,10 @@ static const struct key oneshield_keys[] = {
 	{ .name = "spool_max_bytes", .kind = K_BYTES, .off = OFF(oneshield.spool_max_bytes),
 	  .min = 64u << 10, .max = 64ull << 30 },
 	{ .name = "retry_max", .kind = K_DURATION, .off = OFF(oneshield.retry_max_ms), .min = 100, .max = 3600000 },
+	{ .name = "keepalive_time", .kind = K_DURATION, .off = OFF(oneshield.keepalive_time_ms),
+	  .min = 1000, .max = 3600000 },
+	{ .name = "keepalive_timeout", .kind = K_DURATION, .off = OFF(oneshield.keepalive_timeout_ms),
+	  .min = 1000, .max = 300000 },
 	{ .name = "tls", .kind = K_SECTION, .sub = &oneshield_tls_table },
 };
 static const struct table oneshield_table = { oneshield_keys, ARRAY_SIZE(oneshield_keys), check_oneshield };
@@ -910,6 +914,8 @@ struct agent_config *config_default(void)
 	c->oneshield.spool_dir = strdup("/var/lib/oneshield-agent");
 	c->oneshield.spool_max_bytes = 64u << 20;
 	c->oneshield.retry_max_ms = 60000;
+	c->oneshield.keepalive_time_ms = 30000;
+	c->oneshield.keepalive_timeout_ms = 10000;
 	c->security.drop_capabilities = true;
 	if (!c->api.rest_listen || !c->api.grpc_listen || !c->oneshield.spool_dir || !c->api.token_file) {
 		config_free(c);

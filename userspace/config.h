@@ -132,6 +132,8 @@ struct oneshield_config {
 	char *spool_dir;          /* default /var/lib/oneshield-agent */
 	size_t spool_max_bytes;   /* default 64 MiB; 64 KiB..64 GiB */
 	uint64_t retry_max_ms;    /* longest wait between connection attempts; default 60 s; 100ms..1h */
+	uint64_t keepalive_time_ms;    /* HTTP/2 PING after this long without a frame; default 30 s; 1s..1h */
+	uint64_t keepalive_timeout_ms; /* no PING ack within this: connection dead; default 10 s; 1s..5m */
 	struct oneshield_tls_config {
 		bool enabled;     /* set by any key below, or "enabled: true" (system roots) */
 		char *ca_file;    /* PEM roots to verify the server with; NULL: the system's */

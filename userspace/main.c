@@ -231,6 +231,7 @@ static bool same_oneshield(const struct oneshield_config *a, const struct oneshi
 	if (!same_str(a->address, b->address) || !same_str(a->token_file, b->token_file) ||
 	    !same_str(a->agent_id, b->agent_id) || !same_str(a->spool_dir, b->spool_dir) ||
 	    a->report_interval_ms != b->report_interval_ms || a->spool_max_bytes != b->spool_max_bytes ||
+	    a->keepalive_time_ms != b->keepalive_time_ms || a->keepalive_timeout_ms != b->keepalive_timeout_ms ||
 	    a->retry_max_ms != b->retry_max_ms || a->nlabels != b->nlabels || a->tls.enabled != b->tls.enabled ||
 	    !same_str(a->tls.ca_file, b->tls.ca_file) || !same_str(a->tls.server_name, b->tls.server_name) ||
 	    !same_str(a->tls.cert_file, b->tls.cert_file) || !same_str(a->tls.key_file, b->tls.key_file))

@@ -513,6 +513,19 @@ static grpc_channel *make_channel(struct mgmt *m, grpc_channel_credentials *cred
 		  .value.integer = GRPC_COMPRESS_GZIP },
 		{ .type = GRPC_ARG_STRING, .key = (char *)GRPC_ARG_PRIMARY_USER_AGENT_STRING,
 		  .value.string = (char *)"oneshield-agent/" OS_VERSION },
+		/* A server or network that vanishes without a reset (power cut, a
+		 * NAT or firewall forgetting the flow) leaves the stream looking up
+		 * for as long as TCP retransmits, or forever while nothing is sent.
+		 * PINGs find it: unanswered within the timeout, the transport is
+		 * closed and the call ends UNAVAILABLE. They go on an idle
+		 * connection and without a limit on pings between data frames;
+		 * the server must permit that rate (the reference server does). */
+		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_KEEPALIVE_TIME_MS,
+		  .value.integer = (int)CFG(m)->keepalive_time_ms },
+		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+		  .value.integer = (int)CFG(m)->keepalive_timeout_ms },
+		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, .value.integer = 1 },
+		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, .value.integer = 0 },
 		/* last: only with TLS and a configured name */
 		{ .type = GRPC_ARG_STRING, .key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
 		  .value.string = CFG(m)->tls.server_name },
@@ -641,6 +654,20 @@ static void on_status(struct mcall *c)
 		m->call = NULL;
 	char *det = grpc_slice_to_c_string(c->details);
 	bool auth = c->status == GRPC_STATUS_UNAUTHENTICATED || c->status == GRPC_STATUS_PERMISSION_DENIED;
+	/* Ends the status alone does not explain. A PING unanswered within
+	 * keepalive_timeout (core 1.51 says "keepalive watchdog timeout", later
+	 * ones "keepalive timeout"): the connection died without a reset. A
+	 * GOAWAY too_many_pings: the server's ping policy refuses our rate. */
+	char why[200] = "";
+	if (c->status == GRPC_STATUS_UNAVAILABLE && det && strcasestr(det, "too many pings"))
+		snprintf(why, sizeof(why),
+			 "the server refuses a PING every %llu ms (too_many_pings): raise oneshield.keepalive_time "
+			 "or let the server permit it",
+			 (unsigned long long)CFG(m)->keepalive_time_ms);
+	else if (c->status == GRPC_STATUS_UNAVAILABLE && det && strstr(det, "keepalive"))
+		snprintf(why, sizeof(why),
+			 "keepalive timed out (no PING ack within %llu ms: the server or the network is gone)",
+			 (unsigned long long)CFG(m)->keepalive_timeout_ms);
 	if (!m->stopped) {
 		if (auth) {
 			m->auth_failures++;
@@ -650,7 +677,9 @@ static void on_status(struct mcall *c)
 				  det ? det : "", (unsigned long long)(CFG(m)->retry_max_ms * AUTH_RETRY_FACTOR / 1000));
 		} else if (c->status != GRPC_STATUS_OK || !m->closing) {
 			m->stream_errors++;
-			if (was_connected)
+			if (was_connected && why[0])
+				log_warn("oneshield: stream to %s ended: %s; reconnecting", CFG(m)->address, why);
+			else if (was_connected)
 				log_warn("oneshield: stream to %s ended (status %d: %s)", CFG(m)->address, (int)c->status,
 					 det ? det : "");
 			else if (strcmp(m->last_failure, det ? det : ""))
@@ -658,7 +687,10 @@ static void on_status(struct mcall *c)
 				log_warn("oneshield: cannot connect to %s (status %d: %s); retrying", CFG(m)->address,
 					 (int)c->status, det ? det : "");
 		}
-		set_error(m, "status %d: %s", (int)c->status, det ? det : "");
+		if (why[0])
+			set_error(m, "%s (status %d: %s)", why, (int)c->status, det);
+		else
+			set_error(m, "status %d: %s", (int)c->status, det ? det : "");
 		snprintf(m->last_failure, sizeof(m->last_failure), "%s", was_connected ? "" : det ? det : "");
 	}
 	gpr_free(det);

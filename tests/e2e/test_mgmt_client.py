@@ -7,7 +7,9 @@ import hashlib
 import os
 import signal
 import shutil
+import socket
 import stat
+import threading
 
 import pytest
 import requests
@@ -349,6 +351,209 @@ def test_spool_dir_is_private(tmp_path, servers, agents):
     st = os.stat(f"{tmp_path}/state")
     assert stat.S_IMODE(st.st_mode) == 0o700
     assert stat.S_IMODE(os.stat(f"{tmp_path}/state/events").st_mode) == 0o700
+
+
+# ---- keepalive: a connection that dies without a reset ----
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class FreezeProxy:
+    """A TCP proxy between the agent and the server that can be frozen: it
+    stops forwarding in both directions but keeps every socket open, so no
+    FIN or RST tells either side (a host powered off, a NAT or firewall that
+    forgot the flow). Connections open at the freeze, and those accepted
+    while frozen, stay dead for good; those accepted after thaw() pass.
+    It reads the plaintext HTTP/2 frame headers going through and counts
+    PINGs (the agent's, and the server's acks of them)."""
+
+    def __init__(self, upstream_port):
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.frozen = False
+        self.closed = False
+        self.socks = []          # every socket, closed by close() only
+        self.live = []           # forwarding connections: [dead flag holder]
+        self.accepted = 0
+        self.pings = 0           # PING frames from the agent
+        self.ping_acks = 0       # PING acks from the server
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.closed:
+                    c.close()
+                    return
+                self.accepted += 1
+                self.socks.append(c)
+                if self.frozen:
+                    continue     # held: accepted, never forwarded
+            u = socket.create_connection(self.upstream)
+            conn = {"dead": False}
+            with self.lock:
+                self.socks.append(u)
+                self.live.append(conn)
+            threading.Thread(target=self._pump, args=(c, u, conn, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c, conn, False), daemon=True).start()
+
+    def _pump(self, src, dst, conn, from_agent):
+        buf = b""
+        preface = from_agent
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                return
+            with self.lock:
+                if conn["dead"] or self.closed:
+                    return       # frozen: drop it, keep both sockets open
+                if not data:
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    return
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    return
+                buf += data
+                if preface and len(buf) >= len(H2_PREFACE):
+                    buf, preface = buf[len(H2_PREFACE):], False
+                while not preface and len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                    ftype, flags = buf[3], buf[4]
+                    if ftype == 6 and from_agent and not flags & 1:
+                        self.pings += 1
+                    elif ftype == 6 and not from_agent and flags & 1:
+                        self.ping_acks += 1
+                    buf = buf[9 + int.from_bytes(buf[:3], "big"):]
+
+    def freeze(self):
+        with self.lock:
+            self.frozen = True
+            for conn in self.live:
+                conn["dead"] = True
+
+    def thaw(self):
+        with self.lock:
+            self.frozen = False
+
+    def counts(self):
+        with self.lock:
+            return self.pings, self.ping_acks
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+            socks = self.socks + [self.lsock]
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+@pytest.fixture
+def proxies():
+    started = []
+
+    def make(upstream_port):
+        p = FreezeProxy(upstream_port)
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.close()
+
+
+def keepalive_yaml(tmp_path, port, time="1s", timeout="1s", report_interval="1s"):
+    text = oneshield_yaml(tmp_path, port).replace("report_interval: 1s", f"report_interval: {report_interval}")
+    return text + f"  keepalive_time: {time}\n  keepalive_timeout: {timeout}\n"
+
+
+def test_keepalive_healthy_idle_stream_stays_up(tmp_path, servers, agents, proxies):
+    """A stream idle both ways but for the agent's PING every second: the
+    worst case for a server's ping policy (gRPC's default strikes a ping
+    sooner than 5 min after the last one unless data went out in between,
+    and sends GOAWAY too_many_pings at the third strike, i.e. the fourth
+    ping). The reference server acks them and lets them be: one stream,
+    one TCP connection, across six keepalive intervals."""
+    srv = servers(tmp_path)
+    px = proxies(int(srv.target.rsplit(":", 1)[1]))
+    a = agents(tmp_path, agent_yaml(extra=keepalive_yaml(tmp_path, px.port, report_interval="1h")))
+    aid = wait_connected(a)["agent_id"]
+    # after the start event's ack and the first metrics report nothing
+    # flows but pings: none of them is a BDP probe answering data
+    srv.wait_agent(aid, lambda x: x["metrics_received"] >= 1 and x["acked"] >= 1, "start delivered")
+    wait_for(lambda: status(a)["spool"]["depth"] == 0, what="start acked")
+    pings0, acks0 = px.counts()
+
+    def still_up():
+        s = status(a)
+        assert s["connected"] and s["connects"] == 1, s
+        p, k = px.counts()
+        return p >= pings0 + 6 and k >= acks0 + 6
+    wait_for(still_up, timeout=2 * DEADLINE, what="6 keepalive pings acked on the one stream")
+    assert px.accepted == 1 and srv.agent(aid)["connected"]
+    assert "oneshield: stream to" not in a.log.text() and "last_error" not in status(a)
+
+
+def test_keepalive_refused_by_a_stock_server_says_so(tmp_path, servers, agents):
+    """The same idle stream against a server with gRPC's default ping
+    policy: it is cut off with GOAWAY too_many_pings, and the agent says
+    which setting is at odds instead of a bare status."""
+    srv = servers(tmp_path, "--stock-ping-policy")
+    port = int(srv.target.rsplit(":", 1)[1])
+    a = agents(tmp_path, agent_yaml(extra=keepalive_yaml(tmp_path, port, report_interval="1h")))
+    wait_connected(a)
+    a.log.wait_line(r"oneshield: stream to 127\.0\.0\.1:\d+ ended: the server refuses a PING every 1000 ms "
+                    r"\(too_many_pings\): raise oneshield\.keepalive_time or let the server permit it; reconnecting")
+    assert "raise oneshield.keepalive_time" in status(a)["last_error"]
+    wait_connected(a, connects=2)  # and it goes on reconnecting
+
+
+def test_keepalive_finds_a_silently_dead_connection(tmp_path, servers, agents, proxies, test_events):
+    """The path between agent and server goes silent, no FIN, no RST, and
+    the server's side of the stream stays open: keepalive gives the stream
+    up, the status says why, and once the path works again the agent
+    reconnects and the event sent into the void arrives, once."""
+    srv = servers(tmp_path)
+    px = proxies(int(srv.target.rsplit(":", 1)[1]))
+    a = agents(tmp_path, agent_yaml(extra=keepalive_yaml(tmp_path, px.port)))
+    aid = wait_connected(a)["agent_id"]
+    wait_for(lambda: status(a)["spool"]["depth"] == 0, what="start delivered")
+    px.freeze()
+    gen(a, 1)  # journaled while the stream still looks up: sent into the void
+    last = wait_for(lambda: (lambda x: x if x >= 2 else None)(status(a)["spool"]["last_seq"]), what="spooled")
+    s = wait_for(lambda: (lambda x: x if not x["connected"] and "keepalive timed out" in x.get("last_error", "")
+                          else None)(status(a)), what="the agent gives the dead stream up")
+    assert s["state"] in ("backoff", "connecting") and s["connects"] == 1
+    assert "no PING ack within 1000 ms" in s["last_error"]
+    a.log.wait_line(r"oneshield: stream to 127\.0\.0\.1:\d+ ended: keepalive timed out \(no PING ack within "
+                    r"1000 ms: the server or the network is gone\); reconnecting")
+    assert s["spool"]["acked_seq"] < last
+    # the server never got it, and its side of the old stream was never closed
+    assert not any(e["event"]["type"] == "TEST_EVENT_MESSAGE" for e in all_events(srv, aid))
+    assert srv.agent(aid)["connected"]
+    px.thaw()
+    wait_connected(a, connects=2)
+    d = wait_delivered(srv, aid, last)
+    evs = all_events(srv, aid)
+    assert sum(1 for e in evs if e["event"]["type"] == "TEST_EVENT_MESSAGE") == 1
+    check_stream(evs, 1)
+    assert d["duplicates"] == 0 and d["lost"] == 0
+    wait_for(lambda: status(a)["spool"]["depth"] == 0, what="spool drained")
 
 
 # ---- TLS to the management plane (issue 8 §2: the One Shield client) ----

@@ -186,10 +186,12 @@ static void test_oneshield_section(void **state)
 	assert_int_equal(c->oneshield.report_interval_ms, 15000);
 	assert_int_equal(c->oneshield.spool_max_bytes, 64u << 20);
 	assert_int_equal(c->oneshield.retry_max_ms, 60000);
+	assert_int_equal(c->oneshield.keepalive_time_ms, 30000);
+	assert_int_equal(c->oneshield.keepalive_timeout_ms, 10000);
 	config_free(c);
 	c = parse_ok("oneshield:\n  address: shield.example.net:443\n  token_file: /etc/t\n  agent_id: web-42\n"
 		     "  labels: [region=eu-1, role=web.front]\n  report_interval: 30s\n  spool_dir: /var/spool/os\n"
-		     "  spool_max_bytes: 1MiB\n  retry_max: 2m\n");
+		     "  spool_max_bytes: 1MiB\n  retry_max: 2m\n  keepalive_time: 1m\n  keepalive_timeout: 2s\n");
 	assert_string_equal(c->oneshield.address, "shield.example.net:443");
 	assert_string_equal(c->oneshield.token_file, "/etc/t");
 	assert_string_equal(c->oneshield.agent_id, "web-42");
@@ -199,6 +201,8 @@ static void test_oneshield_section(void **state)
 	assert_string_equal(c->oneshield.spool_dir, "/var/spool/os");
 	assert_int_equal(c->oneshield.spool_max_bytes, 1u << 20);
 	assert_int_equal(c->oneshield.retry_max_ms, 120000);
+	assert_int_equal(c->oneshield.keepalive_time_ms, 60000);
+	assert_int_equal(c->oneshield.keepalive_timeout_ms, 2000);
 	assert_false(c->oneshield.tls.enabled);
 	config_free(c);
 	c = parse_ok("oneshield:\n  address: h:1\n  tls:\n    ca_file: /ca.pem\n    server_name: shield\n");
@@ -333,6 +337,18 @@ static const struct err_case err_cases[] = {
 	E("oneshield_token_relative", "oneshield:\n  token_file: token\n", 2, "absolute"),
 	E("oneshield_spool_small", "oneshield:\n  spool_max_bytes: 1KiB\n", 2, "spool_max_bytes"),
 	E("oneshield_interval_small", "oneshield:\n  report_interval: 100ms\n", 2, "report_interval"),
+	E("oneshield_keepalive_time_small", "oneshield:\n  keepalive_time: 500ms\n", 2,
+	  "oneshield.keepalive_time: \"500ms\" is out of range (1s..1h)"),
+	E("oneshield_keepalive_time_big", "oneshield:\n  keepalive_time: 2h\n", 2,
+	  "oneshield.keepalive_time: \"2h\" is out of range (1s..1h)"),
+	E("oneshield_keepalive_time_bad", "oneshield:\n  keepalive_time: soon\n", 2,
+	  "oneshield.keepalive_time: invalid duration"),
+	E("oneshield_keepalive_timeout_small", "oneshield:\n  keepalive_timeout: 0\n", 2,
+	  "oneshield.keepalive_timeout: \"0\" is out of range (1s..5m)"),
+	E("oneshield_keepalive_timeout_big", "oneshield:\n  keepalive_timeout: 6m\n", 2,
+	  "oneshield.keepalive_timeout: \"6m\" is out of range (1s..5m)"),
+	E("oneshield_keepalive_timeout_list", "oneshield:\n  keepalive_timeout: [1s]\n", 2,
+	  "oneshield.keepalive_timeout: expected a scalar, got a list"),
 	E("oneshield_tls_cert_without_key", "oneshield:\n  address: h:1\n  tls:\n    cert_file: /c.pem\n", 1,
 	  "oneshield.tls: cert_file and key_file go together"),
 	E("oneshield_tls_relative_ca", "oneshield:\n  tls:\n    ca_file: ca.pem\n", 3, "absolute"),
