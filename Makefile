@@ -10,6 +10,8 @@
 #   make bench-apply  the agent's own time per config apply (1 and 100 files)
 #   make bench-ebpf   eBPF event latency, probe overhead on nginx, getpid cost
 #   make bench-logs   access-log parsing MB/s vs GoAccess and awk (LOG_MB=1024 KEEP=0)
+#   make bench-fleet  N agents reporting to one management server (BENCH_ARGS="--agents 200")
+#   make bench        all of the above, one after the other (~30 min)
 #   make deb          $(BUILD)/oneshield-agent_<version>_<arch>.deb (packaging/build-deb.sh;
 #                     DEB_VERSION=... overrides the version taken from git describe)
 #
@@ -71,7 +73,7 @@ FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 20
 
 .SECONDARY:
-.PHONY: vmlinux all agent plugin sim unit asan test test-unit test-e2e check bench-idle bench-grpc bench-apply bench-ebpf bench-logs bench-fleet fuzz fuzz-smoke clean deb
+.PHONY: vmlinux all agent plugin sim unit asan test test-unit test-e2e check bench bench-idle bench-grpc bench-apply bench-ebpf bench-logs bench-fleet fuzz fuzz-smoke clean deb
 all: agent plugin sim
 agent: $(BUILD)/oneshield-agent
 plugin: $(BUILD)/oneshield-agent-grpc.so
@@ -210,6 +212,12 @@ bench-logs: all
 # ingest rate, command round trip to all. BENCH_ARGS="--agents 200".
 bench-fleet: all
 	$(PYTHON) tests/bench/fleet.py --agent $(BUILD)/oneshield-agent --sim $(BUILD)/onepanel-sim $(BENCH_ARGS)
+
+# Every benchmark in turn (never in parallel: they measure CPU). BENCH_ARGS
+# is left to each target's own defaults here.
+bench: all
+	@for t in bench-idle bench-grpc bench-apply bench-ebpf bench-logs bench-fleet; do \
+	    echo "==== $$t"; $(MAKE) --no-print-directory $$t BENCH_ARGS= || exit 1; done
 
 deb: agent plugin
 	BUILD=$(BUILD) DEB_VERSION=$(DEB_VERSION) packaging/build-deb.sh
