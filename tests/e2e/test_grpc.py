@@ -622,7 +622,7 @@ def test_burst_bigger_than_the_feed_reaches_every_reader_from_the_journal(tmp_pa
 # A stand-in for onepanel that makes an exact number of syscalls when told
 # (as in test_probes.py): "g N" N getppid(), "c N" N close(-1) (EBADF).
 # the "onepanel" that makes an exact number of syscalls on command
-from test_probes import Target as SyscallTarget  # noqa: E402
+from test_probes import Target as SyscallTarget, syscall_links  # noqa: E402
 
 
 @pytest.fixture
@@ -633,23 +633,9 @@ def sctarget(tmp_path):
 
 
 def sysprobe_links(g):
-    """The agent's links of its syscall probes (sysprobe_* programs): found
-    among the agent's own fds, so other agents on the host do not count."""
-    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                                      check=True).stdout or "[]")
-    ours = {p["id"] for p in progs if p.get("name", "").startswith("sysprobe_")}
-    pid, links = g.a.proc.pid, []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf_link":
-                continue
-            info = open(f"/proc/{pid}/fdinfo/{fd}").read()
-        except FileNotFoundError:
-            continue
-        m = re.search(r"^prog_id:\s*(\d+)$", info, re.M)
-        if m and int(m.group(1)) in ours:
-            links.append(int(m.group(1)))
-    return links
+    """The links of this agent's syscall probes (among its own fds, so other
+    agents on the host do not count)."""
+    return syscall_links([g.a.proc.pid])
 
 
 def get_inv(g):

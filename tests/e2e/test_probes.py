@@ -5,6 +5,7 @@ exact number of getppid() (and failing close(-1)) syscalls when told, so the
 investigation's counts can be checked exactly."""
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -77,10 +78,34 @@ def bpftool_json(what):
     raise AssertionError(f"bpftool {what} show kept failing: {r.stderr}")
 
 
-def syscall_links():
-    """Kernel links of sysprobe programs on the syscall tracepoints."""
+def held_link_ids(pids=None):
+    """BPF link ids held open by pids, from /proc/PID/fdinfo; by default by
+    the processes this test session started (its children: the agents).
+    Other agents on the machine (another test run) are not ours to count."""
+    ids = set()
+    me = str(os.getpid())
+    for pid in map(str, pids) if pids is not None else filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if pids is None:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] != me:
+                        continue
+            for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    m = re.search(r"^link_id:\s*(\d+)", f.read(), re.M)
+                if m:
+                    ids.add(int(m.group(1)))
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return ids
+
+
+def syscall_links(pids=None):
+    """Kernel links of sysprobe programs held by pids (default: this
+    session's agents)."""
     ours = {p["id"] for p in bpftool_json("prog") if p.get("name", "").startswith("sysprobe_")}
-    return [l for l in bpftool_json("link") if l.get("prog_id") in ours]
+    held = held_link_ids(pids)
+    return [l for l in bpftool_json("link") if l.get("prog_id") in ours and l.get("id") in held]
 
 
 def by_name(res, name):
