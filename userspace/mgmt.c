@@ -926,8 +926,8 @@ static void on_hello_ack(struct mgmt *m, struct mcall *c, const Oneshield__Mgmt_
 			 (unsigned long long)(ss.next_seq - 1));
 	}
 	uint64_t after = ha->resume_after_spool_seq > ss.acked_seq && rc != -ERANGE ? ha->resume_after_spool_seq : 0;
-	if (after > m->sent_seq)
-		m->sent_seq = after;
+	if (ss.acked_seq > m->sent_seq)
+		m->sent_seq = ss.acked_seq; /* what the server claims to have: later Acks may cover it */
 	if (spool_cursor_open(m->spool, after, &c->cur)) {
 		call_abort(c, GRPC_STATUS_INTERNAL, "cannot read the spool");
 		set_error(m, "cannot read the spool: %s", spool_error(m->spool));

@@ -10,7 +10,8 @@
  *
  * Delivery: every journaled event is appended to an on-disk spool
  * (spool.h) as it is journaled (a journal listener), before anything is
- * sent; it leaves the spool only when the server acknowledges it. Outages
+ * sent; it leaves the spool only when the server acknowledges it (an Ack
+ * counts up to what this client sent, or the HelloAck claimed). Outages
  * and agent restarts lose nothing below the spool's cap; past the cap the
  * oldest are dropped, counted, and announced to the server as EventsLost.
  * Loss before the spool (the journal outran it, or an append failed) is
