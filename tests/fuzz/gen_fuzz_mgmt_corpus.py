@@ -46,6 +46,8 @@ def end(code):
 
 
 RUN_APPLIES = bytes([3])
+SHUTDOWN = bytes([2 | (32 << 2)])  # mgmt_plugin_begin_shutdown
+LEAVE_APPLY = 8  # first byte: stop without waiting for a running apply
 HELLO_ACK = msg(hello_ack=mpb.HelloAck())
 
 
@@ -122,6 +124,10 @@ SEEDS = {
     # run since the HelloAck) made the agent forget them unsent
     "regression_ack_ahead_of_sent": (5, [HELLO_ACK, msg(ack=mpb.Ack(spool_seq=5)), RUN_APPLIES,
                                          msg(ack=mpb.Ack(spool_seq=3)), msg(ack=mpb.Ack(spool_seq=5))]),
+    "shutdown": (3, [HELLO_ACK, SHUTDOWN, msg(ack=mpb.Ack(spool_seq=2)), msg(ack=mpb.Ack(spool_seq=3)),
+                     msg(command_id="late", ping=mpb.Ping()), end(0), HELLO_ACK]),
+    "shutdown_before_hello_ack": (2, [SHUTDOWN, HELLO_ACK, msg(ack=mpb.Ack(spool_seq=2))]),
+    "apply_left_running": (LEAVE_APPLY | 1, [HELLO_ACK, apply("left", [(MANAGED, b"listen 127.0.0.1:8086;\n")])]),
     "server_ends": (4, [HELLO_ACK, msg(ack=mpb.Ack(spool_seq=2)), end(16), HELLO_ACK, msg(ack=mpb.Ack(spool_seq=4)),
                         end(0), HELLO_ACK, end(7)]),
 }
