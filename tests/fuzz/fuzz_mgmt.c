@@ -89,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define CHECK(c) do { if (!(c)) die(#c, __LINE__); } while (0)
 
 static struct agent A;
-static char spool_events[PATH_MAX];
+static char spool_dir[PATH_MAX - 16], spool_events[PATH_MAX];
 
 /* What the harness expects, from the messages alone. */
 struct cmd {
@@ -126,9 +126,19 @@ static void empty_dir(const char *dir)
 		closedir(d);
 }
 
+/* The spool is the process's own: gone with it (a crash leaves it for the
+ * artifact to be replayed beside). */
+static void remove_spool(void)
+{
+	empty_dir(spool_events);
+	rmdir(spool_events);
+	empty_dir(spool_dir);
+	rmdir(spool_dir);
+}
+
 static void setup(void)
 {
-	char yaml[2048], err[512], sdir[PATH_MAX - 16];
+	char yaml[2048], err[512];
 	log_init(getenv("FUZZ_MGMT_VERBOSE") != NULL);
 	empty_dir(MANAGED_DIR);
 	if (mkdir(MANAGED_DIR, 0700) && errno != EEXIST)
@@ -136,8 +146,9 @@ static void setup(void)
 	FILE *f = fopen(MANAGED_DIR "/" MANAGED_NAME, "w");
 	CHECK(f && fputs(MANAGED_CONTENT, f) >= 0 && fclose(f) == 0);
 	/* the spool is this process's: two fuzzers side by side do not share it */
-	snprintf(sdir, sizeof(sdir), "/dev/shm/oneshield-fuzz-mgmt-spool-%d", (int)getpid());
-	snprintf(spool_events, sizeof(spool_events), "%s/events", sdir);
+	snprintf(spool_dir, sizeof(spool_dir), "/dev/shm/oneshield-fuzz-mgmt-spool-%d", (int)getpid());
+	snprintf(spool_events, sizeof(spool_events), "%s/events", spool_dir);
+	atexit(remove_spool);
 	snprintf(yaml, sizeof(yaml),
 		 "onepanel:\n  binary: /nonexistent/onepanel\n  config_file: %s/%s\n  allowed_dirs: [%s]\n"
 		 "  validate_command: /bin/false\n"
@@ -145,7 +156,7 @@ static void setup(void)
 		 "ebpf:\n  enabled: false\n"
 		 /* never dialled: the fuzzing client has no gRPC */
 		 "oneshield:\n  address: 127.0.0.1:9\n  agent_id: fuzz-agent\n  spool_dir: %s\n",
-		 MANAGED_DIR, MANAGED_NAME, MANAGED_DIR, sdir);
+		 MANAGED_DIR, MANAGED_NAME, MANAGED_DIR, spool_dir);
 	if (config_parse(yaml, strlen(yaml), "fuzz_mgmt", &A.cfg, err, sizeof(err)))
 		die(err, __LINE__);
 	A.mode = "procfs";
