@@ -144,9 +144,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS) | $(BUILD)/tests
 	$(CC) $(CFLAGS) -DTEST_DATA_DIR='"$(CURDIR)/tests/unit/data"' $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS) -lcmocka
 
 # libFuzzer targets: clang, ASan+UBSan, linked with every agent module.
+# ONESHIELD_FUZZ compiles in the seams fuzz targets drive (mgmt.h).
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(filter-out userspace/main.c,$(AGENT_SRCS)) $(wildcard userspace/*.h) $(PB_C) $(GEN)/descriptors.c $(BPF_SKELS) | $(BUILD)/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=gnu11 -D_GNU_SOURCE \
-	    -DOS_VERSION='"$(VERSION)"' -Iinclude -Iuserspace $(PKG_CFLAGS) -o $@ \
+	    -DONESHIELD_FUZZ -DOS_VERSION='"$(VERSION)"' -Iinclude -Iuserspace $(PKG_CFLAGS) -o $@ \
 	    -I$(GEN) $< $(filter-out userspace/main.c,$(AGENT_SRCS)) $(PB_C) $(GEN)/descriptors.c $(PKG_LIBS) -lelf -lz -lm
 
 fuzz: $(FUZZ_BINS)

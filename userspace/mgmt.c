@@ -91,6 +91,9 @@ struct mcall {
 	grpc_byte_buffer *recv_buf;
 	bool send_busy, hello_acked, ended, half_closed;
 	struct spool_cursor *cur;
+#ifdef ONESHIELD_FUZZ
+	bool fz_recv, fz_status, fz_done;	/* a fake stream's batches waiting; its end */
+#endif
 };
 
 /* A command result (a serialized AgentMessage) waiting to be sent. */
@@ -122,6 +125,9 @@ struct mgmt {
 	char hostname[256];
 	struct journal_cursor jcur;
 	uint64_t jlost_from, jlost_to;	/* journal seqs lost before the spool, not yet spooled */
+	/* The highest spool_seq the server can have: sent on a stream of this
+	 * client, claimed by a HelloAck within the spool, or acked before. */
+	uint64_t sent_seq;
 	bool spooled;			/* appended since the last sync */
 
 	grpc_completion_queue *cq;
@@ -157,7 +163,19 @@ struct mgmt {
 	uint64_t events_sent, lost_sent, acks, metrics_sent, commands, results_dropped;
 	uint64_t bytes_sent, bytes_received;
 	uint64_t spool_errors, journal_lost;
+#ifdef ONESHIELD_FUZZ
+	mgmt_fuzz_sent_fn fz_sent;	/* set: a fuzzing client without gRPC (end of this file) */
+	void *fz_arg;
+#endif
 };
+
+#ifdef ONESHIELD_FUZZ
+#define FAKE(m) ((m)->fz_sent != NULL)
+static void fake_batch(struct mcall *c, const grpc_op *ops, size_t n, struct tag *t);
+static void fake_end(struct mcall *c, grpc_status_code code, const char *why);
+#else
+#define FAKE(m) false
+#endif
 
 static double now_unix(void)
 {
@@ -228,6 +246,28 @@ static int wire_double(struct buf *b, unsigned field, double d)
 
 /* ---- the completion queue's thread ---- */
 
+/* A batch completed: hand it to the core loop (drain). */
+static void complete(struct mgmt *m, struct tag *t, int ok)
+{
+	pthread_mutex_lock(&m->lock);
+	if (m->qlen == m->qcap) {
+		size_t cap = m->qcap ? m->qcap * 2 : 16;
+		struct done *q = realloc(m->q, cap * sizeof(*q));
+		if (!q) {
+			/* cannot happen in practice; losing a completion would leak a call */
+			pthread_mutex_unlock(&m->lock);
+			abort();
+		}
+		m->q = q;
+		m->qcap = cap;
+	}
+	m->q[m->qlen++] = (struct done){ t, ok };
+	pthread_mutex_unlock(&m->lock);
+	uint64_t one = 1;
+	ssize_t r = write(m->efd, &one, sizeof(one));
+	(void)r;
+}
+
 static void *pump(void *arg)
 {
 	struct mgmt *m = arg;
@@ -235,25 +275,8 @@ static void *pump(void *arg)
 		grpc_event ev = grpc_completion_queue_next(m->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
-		if (ev.type != GRPC_OP_COMPLETE)
-			continue;
-		pthread_mutex_lock(&m->lock);
-		if (m->qlen == m->qcap) {
-			size_t cap = m->qcap ? m->qcap * 2 : 16;
-			struct done *q = realloc(m->q, cap * sizeof(*q));
-			if (!q) {
-				/* cannot happen in practice; losing a completion would leak a call */
-				pthread_mutex_unlock(&m->lock);
-				abort();
-			}
-			m->q = q;
-			m->qcap = cap;
-		}
-		m->q[m->qlen++] = (struct done){ ev.tag, ev.success };
-		pthread_mutex_unlock(&m->lock);
-		uint64_t one = 1;
-		ssize_t r = write(m->efd, &one, sizeof(one));
-		(void)r;
+		if (ev.type == GRPC_OP_COMPLETE)
+			complete(m, ev.tag, ev.success);
 	}
 	return NULL;
 }
@@ -290,6 +313,12 @@ static void unref(struct mcall *c)
 static bool batch(struct mcall *c, const grpc_op *ops, size_t n, struct tag *t)
 {
 	c->refs++;
+#ifdef ONESHIELD_FUZZ
+	if (FAKE(c->m)) {
+		fake_batch(c, ops, n, t);
+		return true;
+	}
+#endif
 	if (grpc_call_start_batch(c->call, ops, n, t, NULL) != GRPC_CALL_OK) {
 		c->refs--;
 		return false;
@@ -348,6 +377,12 @@ static void call_abort(struct mcall *c, grpc_status_code code, const char *why)
 	if (c->ended)
 		return;
 	c->ended = true;
+#ifdef ONESHIELD_FUZZ
+	if (FAKE(c->m)) {
+		fake_end(c, code, why);
+		return;
+	}
+#endif
 	grpc_call_cancel_with_status(c->call, code, why, NULL);
 }
 
@@ -537,9 +572,46 @@ static grpc_channel *make_channel(struct mgmt *m, grpc_channel_credentials *cred
 	return grpc_channel_create(addr, creds, &cargs);
 }
 
-static void connect_now(struct mgmt *m)
+/* The network half of an attempt: token, credentials, a new channel and
+ * the call on it. -1 when it could not be made, logged and a retry
+ * scheduled. */
+static int open_call(struct mgmt *m, struct mcall *c)
 {
 	char err[320], tok[MAX_TOKEN + 1];
+	if (CFG(m)->token_file) {
+		if (read_token(CFG(m)->token_file, tok, sizeof(tok), err, sizeof(err))) {
+			log_error("oneshield: %s", err);
+			set_error(m, "%s", err);
+			schedule_retry(m, true);
+			return -1;
+		}
+		char hv[MAX_TOKEN + 16];
+		snprintf(hv, sizeof(hv), "Bearer %s", tok);
+		c->auth.key = grpc_slice_from_static_string("authorization");
+		c->auth.value = grpc_slice_from_copied_string(hv);
+		c->have_auth = true;
+		explicit_bzero(hv, sizeof(hv));
+		explicit_bzero(tok, sizeof(tok));
+	}
+	grpc_channel_credentials *creds = channel_creds(m, err, sizeof(err));
+	if (!creds) {
+		log_error("oneshield: TLS: %s", err);
+		set_error(m, "TLS: %s", err);
+		schedule_retry(m, true);
+		return -1;
+	}
+	if (m->ch)
+		grpc_channel_destroy(m->ch);
+	m->ch = make_channel(m, creds);
+	grpc_channel_credentials_release(creds);
+	grpc_slice method = grpc_slice_from_static_string(METHOD);
+	c->call = grpc_channel_create_call(m->ch, NULL, GRPC_PROPAGATE_DEFAULTS, m->cq, method, NULL,
+					   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	return 0;
+}
+
+static void connect_now(struct mgmt *m)
+{
 	if (m->closing || m->stopped || m->call)
 		return;
 	m->attempts++;
@@ -557,37 +629,11 @@ static void connect_now(struct mgmt *m)
 	c->details = grpc_empty_slice();
 	grpc_metadata_array_init(&c->md_init);
 	grpc_metadata_array_init(&c->md_trail);
-	if (CFG(m)->token_file) {
-		if (read_token(CFG(m)->token_file, tok, sizeof(tok), err, sizeof(err))) {
-			log_error("oneshield: %s", err);
-			set_error(m, "%s", err);
-			call_free(c);
-			schedule_retry(m, true);
-			return;
-		}
-		char hv[MAX_TOKEN + 16];
-		snprintf(hv, sizeof(hv), "Bearer %s", tok);
-		c->auth.key = grpc_slice_from_static_string("authorization");
-		c->auth.value = grpc_slice_from_copied_string(hv);
-		c->have_auth = true;
-		explicit_bzero(hv, sizeof(hv));
-		explicit_bzero(tok, sizeof(tok));
-	}
-	grpc_channel_credentials *creds = channel_creds(m, err, sizeof(err));
-	if (!creds) {
-		log_error("oneshield: TLS: %s", err);
-		set_error(m, "TLS: %s", err);
+	/* a fuzzing client's stream has no call: its batches are fakes */
+	if (!FAKE(m) && open_call(m, c)) {
 		call_free(c);
-		schedule_retry(m, true);
 		return;
 	}
-	if (m->ch)
-		grpc_channel_destroy(m->ch);
-	m->ch = make_channel(m, creds);
-	grpc_channel_credentials_release(creds);
-	grpc_slice method = grpc_slice_from_static_string(METHOD);
-	c->call = grpc_channel_create_call(m->ch, NULL, GRPC_PROPAGATE_DEFAULTS, m->cq, method, NULL,
-					   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 	struct buf hb;
 	buf_init(&hb);
 	c->refs = 1; /* the mgmt's, until t_status */
@@ -597,7 +643,7 @@ static void connect_now(struct mgmt *m)
 	op.data.recv_status_on_client.trailing_metadata = &c->md_trail;
 	op.data.recv_status_on_client.status = &c->status;
 	op.data.recv_status_on_client.status_details = &c->details;
-	if (!c->call || hello_message(m, &hb) || !batch(c, &op, 1, &c->t_status)) {
+	if ((!c->call && !FAKE(m)) || hello_message(m, &hb) || !batch(c, &op, 1, &c->t_status)) {
 		set_error(m, "cannot start a call to %s", CFG(m)->address);
 		buf_free(&hb);
 		call_free(c);
@@ -914,6 +960,8 @@ static void on_hello_ack(struct mgmt *m, struct mcall *c, const Oneshield__Mgmt_
 			 (unsigned long long)(ss.next_seq - 1));
 	}
 	uint64_t after = ha->resume_after_spool_seq > ss.acked_seq && rc != -ERANGE ? ha->resume_after_spool_seq : 0;
+	if (ss.acked_seq > m->sent_seq)
+		m->sent_seq = ss.acked_seq; /* what the server claims to have: later Acks may cover it */
 	if (spool_cursor_open(m->spool, after, &c->cur)) {
 		call_abort(c, GRPC_STATUS_INTERNAL, "cannot read the spool");
 		set_error(m, "cannot read the spool: %s", spool_error(m->spool));
@@ -954,8 +1002,24 @@ static void handle_server_message(struct mgmt *m, struct mcall *c, const uint8_t
 	} else if (sm->kind_case == ONESHIELD__MGMT__V1__SERVER_MESSAGE__KIND_HELLO_ACK) {
 		on_hello_ack(m, c, sm->hello_ack);
 	} else if (sm->kind_case == ONESHIELD__MGMT__V1__SERVER_MESSAGE__KIND_ACK) {
+		uint64_t seq = sm->ack->spool_seq;
+		struct spool_stats ss;
+		int rc = 0;
 		m->acks++;
-		int rc = spool_ack(m->spool, sm->ack->spool_seq);
+		spool_stats(m->spool, &ss);
+		if (seq >= ss.next_seq) {
+			rc = -ERANGE;
+		} else if (seq > m->sent_seq) {
+			/* Spooled but not sent yet (a server that acks ahead, or by
+			 * another spool's record): forgetting them would lose events
+			 * nobody received. Taken up to what was sent; the rest goes
+			 * out, and a resent seq is a duplicate the server drops. */
+			log_debug("oneshield: ack of %llu taken up to %llu, the last sent", (unsigned long long)seq,
+				  (unsigned long long)m->sent_seq);
+			seq = m->sent_seq;
+		}
+		if (!rc)
+			rc = spool_ack(m->spool, seq);
 		if (rc == -ERANGE) {
 			log_warn("oneshield: %s acknowledged %llu, which this agent never sent; reconnecting",
 				 CFG(m)->address, (unsigned long long)sm->ack->spool_seq);
@@ -1020,6 +1084,8 @@ static int next_event_message(struct mgmt *m, struct mcall *c, struct buf *out)
 		if (!rc)
 			rc = wire_bytes(out, 3, inner.data, inner.len);
 		m->events_sent++;
+		if (it.seq > m->sent_seq)
+			m->sent_seq = it.seq;
 	} else {
 		const char *why = spool_lost_reason_name(it.reason);
 		rc = wire_uint(&inner, 1, it.seq) || wire_uint(&inner, 2, it.lost_to) ||
@@ -1029,6 +1095,8 @@ static int next_event_message(struct mgmt *m, struct mcall *c, struct buf *out)
 		if (!rc)
 			rc = wire_bytes(out, 4, inner.data, inner.len);
 		m->lost_sent += it.lost_to - it.seq + 1;
+		if (it.lost_to > m->sent_seq)
+			m->sent_seq = it.lost_to;
 		log_warn("oneshield: spooled events %llu..%llu lost (%s); telling the server",
 			 (unsigned long long)it.seq, (unsigned long long)it.lost_to, why);
 	}
@@ -1279,17 +1347,17 @@ static int load_agent_id(struct mgmt *m, const char *dir, char *err, size_t errl
 
 /* ---- lifecycle ---- */
 
-int mgmt_plugin_start(struct agent *a, struct mgmt **out, char *err, size_t errlen)
+/* The client without its connection: the spool fed from the journal, the
+ * agent id, the loop's timers and the eventfd completions come through.
+ * 0, or -EIO with err filled. */
+static int mgmt_new(struct agent *a, struct mgmt **out, char *err, size_t errlen)
 {
 	const struct oneshield_config *cfg = &a->cfg->oneshield;
-	*out = NULL;
-	if (!cfg->address) {
-		snprintf(err, errlen, "oneshield: no address");
-		return -EINVAL;
-	}
 	struct mgmt *m = calloc(1, sizeof(*m));
-	if (!m)
+	if (!m) {
+		snprintf(err, errlen, "oneshield: out of memory");
 		return -ENOMEM;
+	}
 	m->a = a;
 	m->efd = -1;
 	m->res_tail = &m->res_head;
@@ -1321,8 +1389,6 @@ int mgmt_plugin_start(struct agent *a, struct mgmt **out, char *err, size_t errl
 		goto fail;
 	}
 	m->listening = true;
-	grpc_init();
-	m->cq = grpc_completion_queue_create_for_next(NULL);
 	m->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	m->retry_timer = loop_timer_new(a->loop, retry_fire, m);
 	m->report_timer = loop_timer_new(a->loop, report_tick, m);
@@ -1330,22 +1396,44 @@ int mgmt_plugin_start(struct agent *a, struct mgmt **out, char *err, size_t errl
 	if (m->efd < 0 || !m->retry_timer || !m->report_timer || !m->tick_timer ||
 	    !(m->io = loop_io_add(a->loop, m->efd, EPOLLIN, drain, m)) ||
 	    loop_timer_arm(m->tick_timer, SPOOL_DEFAULT_INTERVAL_MS, SPOOL_DEFAULT_INTERVAL_MS) ||
-	    !(m->prepare_added = loop_add_prepare(a->loop, prepare, m) == 0) ||
-	    pthread_create(&m->pump, NULL, pump, m)) {
+	    !(m->prepare_added = loop_add_prepare(a->loop, prepare, m) == 0)) {
 		snprintf(err, errlen, "oneshield: cannot attach the client to the core loop");
 		goto fail;
 	}
-	m->pump_started = true;
 	struct spool_stats ss;
 	spool_stats(m->spool, &ss);
+	m->sent_seq = ss.acked_seq;
 	log_info("oneshield: reporting to %s as agent %s; spool %s holds %llu unacknowledged events", cfg->address,
 		 m->agent_id, sdir, (unsigned long long)ss.records);
-	connect_now(m);
 	*out = m;
 	return 0;
 fail:
 	mgmt_plugin_stop(m);
 	return -EIO;
+}
+
+int mgmt_plugin_start(struct agent *a, struct mgmt **out, char *err, size_t errlen)
+{
+	struct mgmt *m;
+	*out = NULL;
+	if (!a->cfg->oneshield.address) {
+		snprintf(err, errlen, "oneshield: no address");
+		return -EINVAL;
+	}
+	int rc = mgmt_new(a, &m, err, errlen);
+	if (rc)
+		return rc;
+	grpc_init();
+	m->cq = grpc_completion_queue_create_for_next(NULL);
+	if (pthread_create(&m->pump, NULL, pump, m)) {
+		snprintf(err, errlen, "oneshield: cannot attach the client to the core loop");
+		mgmt_plugin_stop(m);
+		return -EIO;
+	}
+	m->pump_started = true;
+	connect_now(m);
+	*out = m;
+	return 0;
 }
 
 void mgmt_plugin_begin_shutdown(struct mgmt *m)
@@ -1549,3 +1637,136 @@ int mgmt_plugin_collect(const struct mgmt *m, struct metrics *out)
 	}
 	return 0;
 }
+
+#ifdef ONESHIELD_FUZZ
+/* ---- the fuzzing seam (mgmt.h; tests/fuzz/fuzz_mgmt.c) ----
+ *
+ * A fake stream stands in for the gRPC call: everything above it (hello,
+ * the recv/send/status batches, their completions through complete() and
+ * drain(), aborts, reconnects) is the production code. A send batch hands
+ * its message to fz_sent and completes at once; a recv batch waits for
+ * mgmt_fuzz_deliver; the status batch completes when the stream ends
+ * (call_abort, or mgmt_fuzz_end_stream: the server's end). */
+
+static void fake_batch(struct mcall *c, const grpc_op *ops, size_t n, struct tag *t)
+{
+	struct mgmt *m = c->m;
+	if (c->fz_done) {
+		complete(m, t, 0); /* as gRPC fails batches started on an ended call */
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		switch (ops[i].op) {
+		case GRPC_OP_SEND_MESSAGE: {
+			uint8_t *data;
+			size_t len;
+			grpc_byte_buffer *saved = c->recv_buf;
+			c->recv_buf = ops[i].data.send_message.send_message;
+			if (read_message(c, &data, &len))
+				abort();
+			c->recv_buf = saved;
+			m->fz_sent(m->fz_arg, data, len);
+			free(data);
+			break;
+		}
+		case GRPC_OP_RECV_MESSAGE:
+			c->fz_recv = true;
+			return;
+		case GRPC_OP_RECV_STATUS_ON_CLIENT:
+			c->fz_status = true;
+			return;
+		default:
+			break;
+		}
+	}
+	complete(m, t, 1);
+}
+
+static void fake_end(struct mcall *c, grpc_status_code code, const char *why)
+{
+	if (c->fz_done)
+		return;
+	c->fz_done = true;
+	c->status = code;
+	grpc_slice_unref(c->details);
+	c->details = grpc_slice_from_copied_string(why);
+	if (c->fz_recv) {
+		c->fz_recv = false;
+		complete(c->m, &c->t_recv, code == GRPC_STATUS_OK); /* no message: the end */
+	}
+	if (c->fz_status) {
+		c->fz_status = false;
+		complete(c->m, &c->t_status, 1);
+	}
+}
+
+int mgmt_fuzz_open(struct agent *a, mgmt_fuzz_sent_fn sent, void *arg, struct mgmt **out, char *err,
+		   size_t errlen)
+{
+	int rc = mgmt_new(a, out, err, errlen);
+	if (rc)
+		return rc;
+	(*out)->fz_sent = sent;
+	(*out)->fz_arg = arg;
+	connect_now(*out);
+	drain(*out, (*out)->efd, 0);
+	return 0;
+}
+
+int mgmt_fuzz_reconnect(struct mgmt *m)
+{
+	drain(m, m->efd, 0);
+	if (!m->call) {
+		/* what the retry timer would do, now */
+		loop_timer_disarm(m->retry_timer);
+		connect_now(m);
+		drain(m, m->efd, 0);
+	}
+	return m->call && m->call->fz_recv ? 0 : -EPIPE;
+}
+
+int mgmt_fuzz_deliver(struct mgmt *m, const uint8_t *msg, size_t len)
+{
+	drain(m, m->efd, 0);
+	struct mcall *c = m->call;
+	if (!c || !c->fz_recv)
+		return -EPIPE;
+	grpc_slice s = grpc_slice_from_copied_buffer((const char *)msg, len);
+	c->recv_buf = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
+	c->fz_recv = false;
+	complete(m, &c->t_recv, 1);
+	drain(m, m->efd, 0);
+	return 0;
+}
+
+void mgmt_fuzz_end_stream(struct mgmt *m, int code)
+{
+	drain(m, m->efd, 0);
+	if (m->call)
+		fake_end(m->call, (grpc_status_code)code, "ended by the fuzzer");
+	drain(m, m->efd, 0);
+}
+
+void mgmt_fuzz_flush(struct mgmt *m)
+{
+	drain(m, m->efd, 0);
+}
+
+struct spool *mgmt_fuzz_spool(const struct mgmt *m)
+{
+	return m->spool;
+}
+
+void mgmt_fuzz_close(struct mgmt *m)
+{
+	if (!m)
+		return;
+	drain(m, m->efd, 0);
+	m->stopped = true;
+	if (m->call)
+		call_abort(m->call, GRPC_STATUS_CANCELLED, "agent stopping");
+	drain(m, m->efd, 0);
+	mgmt_plugin_stop(m);
+}
+#endif

@@ -10,7 +10,8 @@
  *
  * Delivery: every journaled event is appended to an on-disk spool
  * (spool.h) as it is journaled (a journal listener), before anything is
- * sent; it leaves the spool only when the server acknowledges it. Outages
+ * sent; it leaves the spool only when the server acknowledges it (an Ack
+ * counts up to what this client sent, or the HelloAck claimed). Outages
  * and agent restarts lose nothing below the spool's cap; past the cap the
  * oldest are dropped, counted, and announced to the server as EventsLost.
  * Loss before the spool (the journal outran it, or an append failed) is
@@ -38,6 +39,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct agent;
 struct mgmt;
@@ -68,5 +70,31 @@ int mgmt_plugin_collect(const struct mgmt *m, struct metrics *out);
 /* GetStatus's oneshield (pbconv.c); the strings point into m. */
 struct Oneshield__Agent__V1__OneshieldStatus;
 void mgmt_plugin_status_pb(const struct mgmt *m, struct Oneshield__Agent__V1__OneshieldStatus *o);
+
+#ifdef ONESHIELD_FUZZ
+/* The fuzzing seam, compiled only into fuzz targets (the Makefile's
+ * $(BUILD)/fuzz/% rule defines ONESHIELD_FUZZ): a client with everything of
+ * mgmt_plugin_start (spool fed from the journal, timers on a->loop) but no
+ * gRPC. Its stream is a fake: each message the agent sends is handed to
+ * sent (borrowed, valid during the call), each message of the server is
+ * fed with mgmt_fuzz_deliver, and completions run on the caller's thread. */
+struct spool;
+typedef void (*mgmt_fuzz_sent_fn)(void *arg, const uint8_t *msg, size_t len);
+/* Opens the client and its first stream (Hello is sent). 0 or -errno. */
+int mgmt_fuzz_open(struct agent *a, mgmt_fuzz_sent_fn sent, void *arg, struct mgmt **out, char *err,
+		   size_t errlen);
+/* After the stream ended: the next attempt now (as the retry timer would
+ * later). 0 when a stream is up, or -EPIPE (the client is shutting down). */
+int mgmt_fuzz_reconnect(struct mgmt *m);
+/* The server sends msg on the stream: 0, or -EPIPE when it ended. */
+int mgmt_fuzz_deliver(struct mgmt *m, const uint8_t *msg, size_t len);
+/* The server ends the stream with this gRPC status code. */
+void mgmt_fuzz_end_stream(struct mgmt *m, int code);
+/* Handles completions queued by code the loop ran (an apply finishing). */
+void mgmt_fuzz_flush(struct mgmt *m);
+struct spool *mgmt_fuzz_spool(const struct mgmt *m);
+/* Ends the stream and frees the client (mgmt_plugin_stop). */
+void mgmt_fuzz_close(struct mgmt *m);
+#endif
 
 #endif
