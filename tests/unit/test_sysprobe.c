@@ -455,7 +455,7 @@ static int links_to(const uint32_t *ids, size_t nids)
 
 static size_t prog_ids(struct sysprobe *s, uint32_t *ids)
 {
-	struct sysprobe_prog_stat ps[4];
+	struct bpfload_prog_stat ps[4];
 	int n = sysprobe_prog_stats(s, ps, 4);
 	assert_int_equal(n, nprogs(s));
 	for (int i = 0; i < n; i++)
@@ -787,7 +787,7 @@ static void test_prog_stats(void **state)
 	assert_int_equal(sysprobe_detach(s), 0);
 	child_reap(&c);
 
-	struct sysprobe_prog_stat ps[4];
+	struct bpfload_prog_stat ps[4];
 	assert_int_equal(sysprobe_prog_stats(s, ps, 0), 0);
 	int n = sysprobe_prog_stats(s, ps, 4);
 	assert_int_equal(n, nprogs(s));
