@@ -8,7 +8,7 @@
 #ifndef OS_COMMON_BPF_H
 #define OS_COMMON_BPF_H
 
-/* floor(log2(v)), 0 for v = 0 or 1: the slot of a log2 histogram. */
+/* floor(log2(v)), 0 for v = 0 or 1. */
 static __always_inline __u32 log2_u64(__u64 v)
 {
 	__u32 r = 0, shift;
@@ -20,6 +20,14 @@ static __always_inline __u32 log2_u64(__u64 v)
 	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
 	r |= (v >> 1);
 	return r;
+}
+
+/* The slot of d in a log2 histogram of nslots slots (slot s: 2^s <= d <
+ * 2^(s+1)); the last slot is open-ended. */
+static __always_inline __u32 log2_slot(__u64 d, __u32 nslots)
+{
+	__u32 slot = log2_u64(d);
+	return slot < nslots ? slot : nslots - 1;
 }
 
 /* Adds one to entry key of a per-CPU array of __u64. No atomics: the entry

@@ -100,9 +100,7 @@ static __always_inline void record(__u32 kind, __u64 now, __u64 since)
 	struct schedlat_hist *h = bpf_map_lookup_elem(&hist, &kind);
 	if (!h)
 		return;
-	__u32 slot = log2_u64(d);
-	if (slot >= SCHEDLAT_SLOTS)
-		slot = SCHEDLAT_SLOTS - 1;
+	__u32 slot = log2_slot(d, SCHEDLAT_SLOTS);
 	h->slots[slot] += 1;
 	h->sum_ns += d;
 }

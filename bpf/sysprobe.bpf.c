@@ -205,9 +205,7 @@ static __always_inline int on_exit(struct pt_regs *regs, long ret, bool btf)
 	if (!s)
 		return 0;
 	__u64 d = now - ts;
-	__u32 slot = log2_u64(d);
-	if (slot >= SYSPROBE_SLOTS)
-		slot = SYSPROBE_SLOTS - 1;
+	__u32 slot = log2_slot(d, SYSPROBE_SLOTS);
 	s->count += 1;
 	if (ret < 0 && ret >= -4095)
 		s->errors += 1;

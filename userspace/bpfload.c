@@ -89,9 +89,10 @@ static int try_trivial_load(const char *name, int btf_id)
 	return 0;
 }
 
-int bpfload_probe_kernel(struct bpfload_probe *p, const char *prog_name, const char *tp_typedef,
-			 bool storage_in_sched, char *why, size_t whylen)
+int bpfload_probe_kernel(struct bpfload_probe *p, const struct bpfload_spec *spec, char *why, size_t whylen)
 {
+	const char *prog_name = spec->prog_name, *tp_typedef = spec->tp_typedef;
+
 	memset(p, 0, sizeof(*p));
 	p->tp_params = -1;
 	struct btf *btf = btf__load_vmlinux_btf();
@@ -123,7 +124,7 @@ int bpfload_probe_kernel(struct bpfload_probe *p, const char *prog_name, const c
 
 	if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, NULL) != 1)
 		snprintf(p->task_storage_why, sizeof(p->task_storage_why), "no task storage maps");
-	else if (storage_in_sched && !btf_struct_has_member(btf, "bpf_local_storage_map", "bpf_ma"))
+	else if (spec->storage_in_sched && !btf_struct_has_member(btf, "bpf_local_storage_map", "bpf_ma"))
 		snprintf(p->task_storage_why, sizeof(p->task_storage_why),
 			 "task storage is not allocated by the BPF allocator (unsafe in the scheduler)");
 	else
@@ -134,10 +135,14 @@ int bpfload_probe_kernel(struct bpfload_probe *p, const char *prog_name, const c
 
 /* ---- choosing and loading ---- */
 
-int bpfload_candidates(enum bpfload_variant v, const struct bpfload_probe *p, const char *module,
+int bpfload_candidates(enum bpfload_variant v, const struct bpfload_spec *spec, struct bpfload_probe *p,
 		       enum bpfload_variant *cand, char *why, size_t whylen)
 {
+	const char *module = spec->module;
 	int n = 0;
+	int err = bpfload_probe_kernel(p, spec, why, whylen);
+	if (err)
+		return err;
 
 	switch (v) {
 	case BPFLOAD_AUTO:

@@ -56,6 +56,14 @@ struct bpfload_probe {
 	char task_storage_why[128];   /* why not task storage */
 };
 
+/* What a module probes for. */
+struct bpfload_spec {
+	const char *module;           /* "schedlat": prefix of its log lines */
+	const char *prog_name;        /* name of the trivial probe program */
+	const char *tp_typedef;       /* the btf_trace_<tracepoint> to load tp_btf against */
+	bool storage_in_sched;        /* task storage written from inside the scheduler */
+};
+
 /* Probe: kernel BTF exists (CO-RE needs it; else fails with why "no kernel
  * BTF ..."); a trivial program named prog_name loads as raw_tp (else fails,
  * "loading BPF programs is not possible: ..."); the BTF has the typedef
@@ -65,15 +73,15 @@ struct bpfload_probe {
  * allocated by the BPF allocator (struct bpf_local_storage_map has bpf_ma;
  * older kernels kmalloc(GFP_ATOMIC) it). A missing feature is not a
  * failure: *p says which and why. */
-int bpfload_probe_kernel(struct bpfload_probe *p, const char *prog_name, const char *tp_typedef,
-			 bool storage_in_sched, char *why, size_t whylen);
+int bpfload_probe_kernel(struct bpfload_probe *p, const struct bpfload_spec *spec, char *why, size_t whylen);
 
-/* The candidates for variant v given the probe, best first, into
- * cand[BPFLOAD_NVARIANTS]; returns how many. AUTO: task storage, tp_btf +
- * hash, raw_tp + hash as the probe allows, logging at info level (prefixed
- * "<module>: ") what is missing. A forced variant the kernel lacks:
- * -EOPNOTSUPP, why "<variant>: <reason>". v must be a valid variant. */
-int bpfload_candidates(enum bpfload_variant v, const struct bpfload_probe *p, const char *module,
+/* Probes (bpfload_probe_kernel, into *p) and puts the candidates for
+ * variant v, best first, into cand[BPFLOAD_NVARIANTS]; returns how many, or
+ * the probe's -errno. AUTO: task storage, tp_btf + hash, raw_tp + hash as
+ * the probe allows, logging at info level (prefixed "<module>: ") what is
+ * missing. A forced variant the kernel lacks: -EOPNOTSUPP, why
+ * "<variant>: <reason>". v must be a valid variant. */
+int bpfload_candidates(enum bpfload_variant v, const struct bpfload_spec *spec, struct bpfload_probe *p,
 		       enum bpfload_variant *cand, char *why, size_t whylen);
 
 /* Loads one candidate; 0, or -errno with why set. */

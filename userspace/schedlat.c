@@ -108,6 +108,14 @@ static int load_variant(void *ctx, enum bpfload_variant v, char *why, size_t why
 
 int schedlat_open_variant(struct schedlat **out, enum schedlat_variant v, char *why, size_t whylen)
 {
+	/* task storage is written under the run-queue lock: only where the
+	 * BPF allocator provides it */
+	static const struct bpfload_spec spec = {
+		.module = "schedlat",
+		.prog_name = "schedlat_probe",
+		.tp_typedef = "btf_trace_sched_switch",
+		.storage_in_sched = true,
+	};
 	struct schedlat *s = NULL;
 	struct bpfload_probe p;
 	enum bpfload_variant cand[BPFLOAD_NVARIANTS];
@@ -119,12 +127,7 @@ int schedlat_open_variant(struct schedlat **out, enum schedlat_variant v, char *
 		bpfload_say(why, whylen, "unknown schedlat variant %d", (int)v);
 		return -EINVAL;
 	}
-	/* task storage is written under the run-queue lock: only where the
-	 * BPF allocator provides it */
-	err = bpfload_probe_kernel(&p, "schedlat_probe", "btf_trace_sched_switch", true, why, whylen);
-	if (err)
-		return err;
-	ncand = bpfload_candidates((enum bpfload_variant)v, &p, "schedlat", cand, why, whylen);
+	ncand = bpfload_candidates((enum bpfload_variant)v, &spec, &p, cand, why, whylen);
 	if (ncand < 0)
 		return ncand;
 

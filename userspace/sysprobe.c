@@ -153,6 +153,14 @@ static int load_variant(void *ctx, enum bpfload_variant v, char *why, size_t why
 
 int sysprobe_open_variant(struct sysprobe **out, enum sysprobe_variant v, char *why, size_t whylen)
 {
+	/* whether tracing programs may use task storage is left to the
+	 * verifier (see the top comment) */
+	static const struct bpfload_spec spec = {
+		.module = "sysprobe",
+		.prog_name = "sysprobe_probe",
+		.tp_typedef = "btf_trace_sys_enter",
+		.storage_in_sched = false,
+	};
 	struct sysprobe *s = NULL;
 	struct bpfload_probe p;
 	enum bpfload_variant cand[BPFLOAD_NVARIANTS];
@@ -167,12 +175,7 @@ int sysprobe_open_variant(struct sysprobe **out, enum sysprobe_variant v, char *
 		return -EINVAL;
 	}
 	v = bare;
-	/* whether tracing programs may use task storage is left to the
-	 * verifier (see the top comment) */
-	err = bpfload_probe_kernel(&p, "sysprobe_probe", "btf_trace_sys_enter", false, why, whylen);
-	if (err)
-		return err;
-	ncand = bpfload_candidates((enum bpfload_variant)v, &p, "sysprobe", cand, why, whylen);
+	ncand = bpfload_candidates((enum bpfload_variant)v, &spec, &p, cand, why, whylen);
 	if (ncand < 0)
 		return ncand;
 
