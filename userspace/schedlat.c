@@ -1,7 +1,8 @@
 /* Scheduler delay of onepanel's threads: probe, load and read
  * bpf/schedlat.bpf.c (see userspace/schedlat.h for the API and metrics).
  *
- * Choosing a variant. The programs exist twice in the object, as tp_btf
+ * Choosing a variant (the probing and the fallback are bpfload.c's, shared
+ * with sysprobe). The programs exist twice in the object, as tp_btf
  * (typed task pointers; can keep per-thread start times in task storage)
  * and as raw_tp (CO-RE reads; start times in a bounded hash). Before
  * opening we probe rather than compare kernel versions:

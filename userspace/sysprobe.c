@@ -8,7 +8,8 @@
  * by attaching, so a variant that loads but then fails to attach is not
  * replaced by the next one (attach reports the error).
  *
- * Choosing a variant, by probing rather than comparing kernel versions:
+ * Choosing a variant (the probing and the fallback are bpfload.c's, shared
+ * with schedlat), by probing rather than comparing kernel versions:
  *   - kernel BTF must exist (CO-RE relocations need it);
  *   - tp_btf: the BTF has the btf_trace_sys_enter typedef and a trivial
  *     BPF_TRACE_RAW_TP program loads against it;
@@ -129,8 +130,8 @@ static int load_variant(void *ctx, enum bpfload_variant v, char *why, size_t why
 	int err = sysprobe__load(skel);
 	if (err) {
 		bpfload_say(why, whylen, "%s%s: loading the BPF programs: %s%s", bpfload_variant_name(v),
-		    follow ? " with fork following" : "", strerror(-err),
-		    err == -EPERM ? " (needs root, or CAP_BPF and CAP_PERFMON)" : "");
+			    follow ? " with fork following" : "", strerror(-err),
+			    err == -EPERM ? " (needs root, or CAP_BPF and CAP_PERFMON)" : "");
 		sysprobe__destroy(skel);
 		return err;
 	}
@@ -140,7 +141,8 @@ static int load_variant(void *ctx, enum bpfload_variant v, char *why, size_t why
 			    0);
 		if (bits == MAP_FAILED) {
 			err = -errno;
-			bpfload_say(why, whylen, "%s: mapping the target bitmap: %s", bpfload_variant_name(v), strerror(-err));
+			bpfload_say(why, whylen, "%s: mapping the target bitmap: %s", bpfload_variant_name(v),
+				    strerror(-err));
 			sysprobe__destroy(skel);
 			return err;
 		}
