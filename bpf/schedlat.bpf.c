@@ -34,6 +34,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
+#include "common.bpf.h"
 #include "schedlat.h"
 
 #define TASK_RUNNING 0x0000
@@ -91,26 +92,6 @@ struct task_struct___pre514 {
 	volatile long state;
 } __attribute__((preserve_access_index));
 
-static __always_inline void stat_inc(__u32 which)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats, &which);
-	if (v)
-		*v += 1;  /* per CPU, and the programs run with IRQs off */
-}
-
-static __always_inline __u32 log2_u64(__u64 v)
-{
-	__u32 r = 0, shift;
-
-	shift = (v > 0xffffffffULL) << 5; v >>= shift; r |= shift;
-	shift = (v > 0xffff) << 4; v >>= shift; r |= shift;
-	shift = (v > 0xff) << 3; v >>= shift; r |= shift;
-	shift = (v > 0xf) << 2; v >>= shift; r |= shift;
-	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-	r |= (v >> 1);
-	return r;
-}
-
 static __always_inline void record(__u32 kind, __u64 now, __u64 since)
 {
 	if (!since || now < since)
@@ -119,9 +100,7 @@ static __always_inline void record(__u32 kind, __u64 now, __u64 since)
 	struct schedlat_hist *h = bpf_map_lookup_elem(&hist, &kind);
 	if (!h)
 		return;
-	__u32 slot = log2_u64(d);
-	if (slot >= SCHEDLAT_SLOTS)
-		slot = SCHEDLAT_SLOTS - 1;
+	__u32 slot = log2_slot(d, SCHEDLAT_SLOTS);
 	h->slots[slot] += 1;
 	h->sum_ns += d;
 }
@@ -140,11 +119,7 @@ static __always_inline __u32 task_pid(struct task_struct *t, bool btf)
  * tasks without a hash lookup. */
 static __always_inline struct schedlat_target *target_of(__u32 tgid)
 {
-	__u32 word = tgid / 64;
-	if (tgid >= SCHEDLAT_TGID_LIMIT)
-		return NULL;
-	__u64 *bits = bpf_map_lookup_elem(&target_bits, &word);
-	if (!bits || !(*bits & (1ULL << (tgid % 64))))
+	if (!tgid_bit(&target_bits, tgid, SCHEDLAT_TGID_LIMIT))
 		return NULL;
 	return bpf_map_lookup_elem(&targets, &tgid);
 }
@@ -161,27 +136,10 @@ static __always_inline unsigned int task_state(struct task_struct *t)
 static __always_inline struct schedlat_start *start_get(struct task_struct *t, __u32 pid, bool create,
 							 bool btf)
 {
-	struct schedlat_start *st;
+	const struct schedlat_start zero = {};
 
-	if (btf && use_task_storage) {
-		st = bpf_task_storage_get(&task_starts, t, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
-		if (!st && create)
-			stat_inc(SCHEDLAT_STAT_DROPS);
-		return st;
-	}
-	st = bpf_map_lookup_elem(&starts, &pid);
-	if (st || !create)
-		return st;
-	struct schedlat_start zero = {};
-	long err = bpf_map_update_elem(&starts, &pid, &zero, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST: raced with another CPU, use theirs */) {
-		stat_inc(SCHEDLAT_STAT_DROPS);
-		return NULL;
-	}
-	st = bpf_map_lookup_elem(&starts, &pid);
-	if (!st)
-		stat_inc(SCHEDLAT_STAT_DROPS);
-	return st;
+	return start_entry(&task_starts, &starts, t, pid, create, btf && use_task_storage, &zero, &stats,
+			   SCHEDLAT_STAT_DROPS);
 }
 
 static __always_inline int on_wakeup(struct task_struct *p, bool btf, bool new_task)

@@ -74,6 +74,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
+#include "common.bpf.h"
 #include "sysprobe.h"
 
 /* Set by userspace before load: the verifier prunes the branch not taken. */
@@ -131,41 +132,19 @@ struct {
 
 static __always_inline void drop_inc(__u32 which)
 {
-	__u64 *v = bpf_map_lookup_elem(&drops, &which);
-	if (v)
-		*v += 1;
-}
-
-static __always_inline __u32 log2_u64(__u64 v)
-{
-	__u32 r = 0, shift;
-
-	shift = (v > 0xffffffffULL) << 5; v >>= shift; r |= shift;
-	shift = (v > 0xffff) << 4; v >>= shift; r |= shift;
-	shift = (v > 0xff) << 3; v >>= shift; r |= shift;
-	shift = (v > 0xf) << 2; v >>= shift; r |= shift;
-	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-	r |= (v >> 1);
-	return r;
+	percpu_inc(&drops, which);
 }
 
 static __always_inline bool is_target(__u32 tgid)
 {
-	__u32 word = tgid / 64;
-	if (tgid >= SYSPROBE_TGID_LIMIT)
-		return false;
-	__u64 *bits = bpf_map_lookup_elem(&target_bits, &word);
-	return bits && (*bits & (1ULL << (tgid % 64)));
+	return tgid_bit(&target_bits, tgid, SYSPROBE_TGID_LIMIT);
 }
 
 /* Set (on) or clear the bit of tgid, atomically: userspace and the programs
  * on other CPUs write the same words. */
 static __always_inline void target_mark(__u32 tgid, bool on)
 {
-	__u32 word = tgid / 64;
-	if (tgid >= SYSPROBE_TGID_LIMIT)
-		return;
-	__u64 *bits = bpf_map_lookup_elem(&target_bits, &word);
+	__u64 *bits = tgid_word(&target_bits, tgid, SYSPROBE_TGID_LIMIT);
 	if (!bits)
 		return;
 	__u64 bit = 1ULL << (tgid % 64);
@@ -179,28 +158,10 @@ static __always_inline void target_mark(__u32 tgid, bool on)
  * missing (counted as a drop when that fails). */
 static __always_inline struct sysprobe_start *start_get(__u32 pid, bool create, bool btf)
 {
-	struct sysprobe_start *st;
+	const struct sysprobe_start zero = {};
 
-	if (btf && use_task_storage) {
-		st = bpf_task_storage_get(&task_starts, bpf_get_current_task_btf(), 0,
-					  create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
-		if (!st && create)
-			drop_inc(SYSPROBE_DROP_NO_START);
-		return st;
-	}
-	st = bpf_map_lookup_elem(&starts, &pid);
-	if (st || !create)
-		return st;
-	struct sysprobe_start zero = {};
-	long err = bpf_map_update_elem(&starts, &pid, &zero, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST */) {
-		drop_inc(SYSPROBE_DROP_NO_START);
-		return NULL;
-	}
-	st = bpf_map_lookup_elem(&starts, &pid);
-	if (!st)
-		drop_inc(SYSPROBE_DROP_NO_START);
-	return st;
+	return start_entry(&task_starts, &starts, NULL, pid, create, btf && use_task_storage, &zero, &drops,
+			   SYSPROBE_DROP_NO_START);
 }
 
 static __always_inline int on_enter(long id, bool btf)
@@ -244,9 +205,7 @@ static __always_inline int on_exit(struct pt_regs *regs, long ret, bool btf)
 	if (!s)
 		return 0;
 	__u64 d = now - ts;
-	__u32 slot = log2_u64(d);
-	if (slot >= SYSPROBE_SLOTS)
-		slot = SYSPROBE_SLOTS - 1;
+	__u32 slot = log2_slot(d, SYSPROBE_SLOTS);
 	s->count += 1;
 	if (ret < 0 && ret >= -4095)
 		s->errors += 1;

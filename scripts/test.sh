@@ -66,7 +66,7 @@ fi
 # with tests/valgrind.supp for libbpf's partly filled bpf() attributes.
 if [ "${SKIP_VALGRIND:-0}" != 1 ]; then
     echo "=== valgrind: eBPF unit tests and the agent"
-    for t in test_proclife test_schedlat test_sysprobe; do
+    for t in test_bpfload test_proclife test_schedlat test_sysprobe; do
         if valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
             --suppressions=tests/valgrind.supp build/tests/$t >"$log/$t.valgrind.log" 2>&1; then
             passed=$((passed + 1)); echo "ok   $t (valgrind)"

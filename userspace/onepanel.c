@@ -1282,7 +1282,7 @@ static void collect_bpf(struct onepanel *op, struct metrics *m)
 		metrics_add(m, "oneshield_agent_bpf_track_full_total", (double)c.track_full, NULL);
 		metrics_add(m, "oneshield_agent_bpf_stale_tracked_total", (double)c.stale_tracked, NULL);
 	}
-	struct proclife_prog_stat ps[8];
+	struct bpfload_prog_stat ps[8];
 	int n = proclife_prog_stats(op->pl, ps, 8);
 	if (n > 0) {
 		metrics_declare(m, "oneshield_agent_bpf_prog_runs_total", MT_COUNTER,

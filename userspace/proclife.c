@@ -46,6 +46,7 @@
 #include <bpf/libbpf.h>
 #include <linux/perf_event.h>
 
+#include "bpfload.h"
 #include "log.h"
 #include "loop.h"
 #include "procfs.h"
@@ -82,7 +83,6 @@ struct proclife {
 	void *arg;
 	enum proclife_variant variant;
 	enum proclife_transport transport;
-	int ncpus;
 	bool dispatching;
 	bool close_pending;
 	uint64_t delivered;
@@ -581,9 +581,9 @@ int proclife_open(struct loop *l, const struct proclife_opts *o, proclife_event_
 	p->loop = l;
 	p->fn = fn;
 	p->arg = arg;
-	p->ncpus = libbpf_num_possible_cpus();
-	if (p->ncpus <= 0) {
-		err = p->ncpus ? p->ncpus : -EINVAL;
+	err = libbpf_num_possible_cpus();   /* the counters are per-CPU arrays */
+	if (err <= 0) {
+		err = err ? err : -EINVAL;
 		snprintf(reason, sizeof(reason), "cannot count possible CPUs: %s", strerror(-err));
 		goto cleanup;
 	}
@@ -785,23 +785,14 @@ int proclife_is_tracked(struct proclife *p, pid_t tgid)
 int proclife_counters(struct proclife *p, struct proclife_counters *out)
 {
 	uint64_t sum[PROCLIFE_CNT_MAX];
-	size_t vlen = (size_t)p->ncpus * sizeof(uint64_t);
-	uint64_t *vals = calloc((size_t)p->ncpus, sizeof(uint64_t));
+	struct bpfload_percpu pc;
+	int err = bpfload_percpu_init(&pc, sizeof(uint64_t), NULL, 0);
 
-	if (!vals)
-		return -ENOMEM;
-	for (__u32 k = 0; k < PROCLIFE_CNT_MAX; k++) {
-		int err = bpf_map__lookup_elem(p->skel->maps.counters, &k, sizeof(k), vals, vlen, 0);
-
-		if (err) {
-			free(vals);
-			return err;
-		}
-		sum[k] = 0;
-		for (int c = 0; c < p->ncpus; c++)
-			sum[k] += vals[c];
-	}
-	free(vals);
+	for (__u32 k = 0; !err && k < PROCLIFE_CNT_MAX; k++)
+		err = bpfload_percpu_sum(&pc, bpf_map__fd(p->skel->maps.counters), k, sizeof(sum[k]), &sum[k]);
+	bpfload_percpu_free(&pc);
+	if (err)
+		return err;
 	memset(out, 0, sizeof(*out));
 	out->execs = sum[PROCLIFE_CNT_EXEC];
 	out->forks = sum[PROCLIFE_CNT_FORK];
@@ -816,30 +807,9 @@ int proclife_counters(struct proclife *p, struct proclife_counters *out)
 	return 0;
 }
 
-int proclife_prog_stats(struct proclife *p, struct proclife_prog_stat *out, size_t max)
+int proclife_prog_stats(struct proclife *p, struct bpfload_prog_stat *out, size_t max)
 {
-	struct bpf_program *prog;
-	size_t n = 0;
-
-	bpf_object__for_each_program(prog, p->skel->obj) {
-		struct bpf_prog_info info;
-		__u32 len = sizeof(info);
-		int fd = bpf_program__fd(prog), err;
-
-		if (fd < 0 || n == max)
-			continue;
-		memset(&info, 0, sizeof(info));
-		err = bpf_obj_get_info_by_fd(fd, &info, &len);
-		if (err)
-			return err;
-		out[n].name = bpf_program__name(prog);
-		out[n].id = info.id;
-		out[n].run_cnt = info.run_cnt;
-		out[n].run_time_ns = info.run_time_ns;
-		out[n].recursion_misses = info.recursion_misses;
-		n++;
-	}
-	return (int)n;
+	return bpfload_prog_stats(p->skel->obj, out, max);
 }
 
 int proclife_bpf_stats_enabled(void)

@@ -61,6 +61,7 @@
 #include <sys/types.h>
 
 #include "../include/proclife.h"
+#include "bpfload.h"
 
 struct loop;
 struct proclife;
@@ -141,16 +142,11 @@ struct proclife_counters {
 /* Per-CPU kernel counters summed, plus the userspace ones. */
 int proclife_counters(struct proclife *p, struct proclife_counters *out);
 
-struct proclife_prog_stat {
-	const char *name;        /* program name, static storage of the handle */
-	uint32_t id;             /* kernel program id */
-	uint64_t run_cnt;        /* counted only while stats are enabled */
-	uint64_t run_time_ns;
-	uint64_t recursion_misses; /* runs skipped because the program was already
-	                            * running on that CPU: events lost (always counted) */
-};
-/* One entry per loaded program, at most max; returns how many or -errno. */
-int proclife_prog_stats(struct proclife *p, struct proclife_prog_stat *out, size_t max);
+/* Self-cost of the loaded programs (struct bpfload_prog_stat; recursion
+ * misses are runs skipped because the program was already running on that
+ * CPU: events lost, always counted): one entry per loaded program, at most
+ * max; returns how many or -errno. */
+int proclife_prog_stats(struct proclife *p, struct bpfload_prog_stat *out, size_t max);
 /* kernel.bpf_stats_enabled: 1, 0, or -errno. Stats turned on through a
  * BPF_ENABLE_STATS fd (bpf_enable_stats()) count too but do not show here. */
 int proclife_bpf_stats_enabled(void);

@@ -35,15 +35,18 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "bpfload.h"
+
 struct metrics;
 struct schedlat;
 
-/* How the programs are attached and where per-thread start times live. */
+/* How the programs are attached and where per-thread start times live
+ * (the values of enum bpfload_variant, which says what each means). */
 enum schedlat_variant {
-	SCHEDLAT_AUTO = 0,            /* probe and take the best that loads */
-	SCHEDLAT_TP_BTF_TASK_STORAGE, /* tp_btf, start times in task storage */
-	SCHEDLAT_TP_BTF_HASH,         /* tp_btf, start times in a bounded hash */
-	SCHEDLAT_RAW_TP_HASH,         /* raw_tp (older kernels), bounded hash */
+	SCHEDLAT_AUTO = BPFLOAD_AUTO,
+	SCHEDLAT_TP_BTF_TASK_STORAGE = BPFLOAD_TP_BTF_TASK_STORAGE,
+	SCHEDLAT_TP_BTF_HASH = BPFLOAD_TP_BTF_HASH,
+	SCHEDLAT_RAW_TP_HASH = BPFLOAD_RAW_TP_HASH,
 };
 
 /* Probe, open, load and attach. On success *out owns the programs and maps

@@ -8,7 +8,8 @@
  * by attaching, so a variant that loads but then fails to attach is not
  * replaced by the next one (attach reports the error).
  *
- * Choosing a variant, by probing rather than comparing kernel versions:
+ * Choosing a variant (the probing and the fallback are bpfload.c's, shared
+ * with schedlat), by probing rather than comparing kernel versions:
  *   - kernel BTF must exist (CO-RE relocations need it);
  *   - tp_btf: the BTF has the btf_trace_sys_enter typedef and a trivial
  *     BPF_TRACE_RAW_TP program loads against it;
@@ -44,7 +45,6 @@
  * BPF_F_MMAPABLE; userspace is then the only writer of the bitmap and uses
  * map syscalls, as before; the bitmap always equals the list. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,10 +53,10 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
-#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <cjson/cJSON.h>
 
+#include "bpfload.h"
 #include "log.h"
 #include "metrics.h"
 #include "sysprobe.h"
@@ -80,33 +80,15 @@ struct sysprobe {
 	enum sysprobe_variant variant;
 	bool follow;             /* fork/exit programs loaded */
 	uint64_t *bits;          /* target_bits mapped (follow only), else NULL */
-	int ncpus;
 	bool attached;
 	uint32_t *targets;       /* userspace-added tgids, sorted */
 	size_t ntargets, cap;
-	struct sysprobe_stat *stat_buf; /* ncpus values of one per-CPU read */
-	uint64_t *drop_buf;
+	struct bpfload_percpu percpu; /* reads and zeroing of stats (the larger value) and drops */
 };
 
 static const char *variant_name(enum sysprobe_variant v)
 {
-	switch (v) {
-	case SYSPROBE_TP_BTF_TASK_STORAGE: return "tp_btf+task_storage";
-	case SYSPROBE_TP_BTF_HASH: return "tp_btf+hash";
-	case SYSPROBE_RAW_TP_HASH: return "raw_tp+hash";
-	default: return "auto";
-	}
-}
-
-static void say(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void say(char *why, size_t whylen, const char *fmt, ...)
-{
-	if (!why || !whylen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
-	va_end(ap);
+	return bpfload_variant_name((enum bpfload_variant)v);
 }
 
 const char *sysprobe_syscall_name(int nr)
@@ -116,85 +98,21 @@ const char *sysprobe_syscall_name(int nr)
 	return sysprobe_syscall_names[nr];   /* NULL in the table's gaps */
 }
 
-/* ---- probes ---- */
-
-struct probe {
-	bool tp_btf;
-	bool task_storage;
-	char tp_btf_why[128];
-	char task_storage_why[128];
-};
-
-/* Does "r0 = 0; exit" load as a raw_tp program (btf_id < 0: may we load
- * tracing programs at all), or as tp_btf against this typedef? */
-static int try_trivial_load(int btf_id)
-{
-	const struct bpf_insn insns[] = {
-		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0 },
-		{ .code = BPF_JMP | BPF_EXIT },
-	};
-	LIBBPF_OPTS(bpf_prog_load_opts, o);
-	enum bpf_prog_type type = BPF_PROG_TYPE_RAW_TRACEPOINT;
-	if (btf_id >= 0) {
-		type = BPF_PROG_TYPE_TRACING;
-		o.expected_attach_type = BPF_TRACE_RAW_TP;
-		o.attach_btf_id = (uint32_t)btf_id;
-	}
-	int fd = bpf_prog_load(type, "sysprobe_probe", "GPL", insns, 2, &o);
-	if (fd < 0)
-		return -errno;
-	close(fd);
-	return 0;
-}
-
-static int probe_kernel(struct probe *p, char *why, size_t whylen)
-{
-	memset(p, 0, sizeof(*p));
-	struct btf *btf = btf__load_vmlinux_btf();
-	if (!btf) {
-		int err = -errno;
-		say(why, whylen, "no kernel BTF (/sys/kernel/btf/vmlinux): %s", strerror(err ? -err : ENOENT));
-		return err ? err : -ENOENT;
-	}
-
-	int err = try_trivial_load(-1);
-	if (err) {
-		say(why, whylen, "loading BPF programs is not possible: %s%s", strerror(-err),
-		    err == -EPERM ? " (needs root, or CAP_BPF and CAP_PERFMON)" : "");
-		btf__free(btf);
-		return err;
-	}
-
-	int id = btf__find_by_name_kind(btf, "btf_trace_sys_enter", BTF_KIND_TYPEDEF);
-	if (id < 0) {
-		snprintf(p->tp_btf_why, sizeof(p->tp_btf_why), "no btf_trace_sys_enter in the kernel BTF");
-	} else if ((err = try_trivial_load(id)) != 0) {
-		snprintf(p->tp_btf_why, sizeof(p->tp_btf_why), "a tp_btf program does not load: %s",
-			 strerror(-err));
-	} else {
-		p->tp_btf = true;
-	}
-
-	if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, NULL) != 1)
-		snprintf(p->task_storage_why, sizeof(p->task_storage_why), "no task storage maps");
-	else
-		p->task_storage = true;
-	btf__free(btf);
-	return 0;
-}
-
 /* ---- open ---- */
 
-static int load_variant(struct sysprobe *s, enum sysprobe_variant v, bool follow, char *why, size_t whylen)
+/* ctx: the handle; s->follow says whether to load the fork/exit programs. */
+static int load_variant(void *ctx, enum bpfload_variant v, char *why, size_t whylen)
 {
+	struct sysprobe *s = ctx;
+	bool follow = s->follow;
 	struct sysprobe_skel *skel = sysprobe__open();
 	if (!skel) {
 		int err = -errno;
-		say(why, whylen, "opening the BPF object: %s", strerror(err ? -err : EINVAL));
+		bpfload_say(why, whylen, "opening the BPF object: %s", strerror(err ? -err : EINVAL));
 		return err ? err : -EINVAL;
 	}
-	bool btf = v != SYSPROBE_RAW_TP_HASH;
-	bool ts = v == SYSPROBE_TP_BTF_TASK_STORAGE;
+	bool btf = v != BPFLOAD_RAW_TP_HASH;
+	bool ts = v == BPFLOAD_TP_BTF_TASK_STORAGE;
 	skel->rodata->use_task_storage = ts;
 	bpf_program__set_autoload(skel->progs.sysprobe_enter_btf, btf);
 	bpf_program__set_autoload(skel->progs.sysprobe_exit_btf, btf);
@@ -211,9 +129,9 @@ static int load_variant(struct sysprobe *s, enum sysprobe_variant v, bool follow
 
 	int err = sysprobe__load(skel);
 	if (err) {
-		say(why, whylen, "%s%s: loading the BPF programs: %s%s", variant_name(v),
-		    follow ? " with fork following" : "", strerror(-err),
-		    err == -EPERM ? " (needs root, or CAP_BPF and CAP_PERFMON)" : "");
+		bpfload_say(why, whylen, "%s%s: loading the BPF programs: %s%s", bpfload_variant_name(v),
+			    follow ? " with fork following" : "", strerror(-err),
+			    err == -EPERM ? " (needs root, or CAP_BPF and CAP_PERFMON)" : "");
 		sysprobe__destroy(skel);
 		return err;
 	}
@@ -223,120 +141,75 @@ static int load_variant(struct sysprobe *s, enum sysprobe_variant v, bool follow
 			    0);
 		if (bits == MAP_FAILED) {
 			err = -errno;
-			say(why, whylen, "%s: mapping the target bitmap: %s", variant_name(v), strerror(-err));
+			bpfload_say(why, whylen, "%s: mapping the target bitmap: %s", bpfload_variant_name(v),
+				    strerror(-err));
 			sysprobe__destroy(skel);
 			return err;
 		}
 	}
 	s->skel = skel;
-	s->variant = v;
-	s->follow = follow;
+	s->variant = (enum sysprobe_variant)v;
 	s->bits = bits;
 	return 0;
 }
 
 int sysprobe_open_variant(struct sysprobe **out, enum sysprobe_variant v, char *why, size_t whylen)
 {
+	/* whether tracing programs may use task storage is left to the
+	 * verifier (see the top comment) */
+	static const struct bpfload_spec spec = {
+		.module = "sysprobe",
+		.prog_name = "sysprobe_probe",
+		.tp_typedef = "btf_trace_sys_enter",
+		.storage_in_sched = false,
+	};
 	struct sysprobe *s = NULL;
-	struct probe p;
-	enum sysprobe_variant cand[3];
-	size_t ncand = 0;
+	struct bpfload_probe p;
+	enum bpfload_variant cand[BPFLOAD_NVARIANTS];
 	char first_why[256] = "", follow_why[256] = "";
-	int err;
+	int err, ncand;
 
 	*out = NULL;
 	bool try_follow = !((unsigned int)v & SYSPROBE_NO_FOLLOW);
 	enum sysprobe_variant bare = (enum sysprobe_variant)((unsigned int)v & ~(unsigned int)SYSPROBE_NO_FOLLOW);
 	if (bare < SYSPROBE_AUTO || bare > SYSPROBE_RAW_TP_HASH) {
-		say(why, whylen, "unknown sysprobe variant %d", (int)v);
+		bpfload_say(why, whylen, "unknown sysprobe variant %d", (int)v);
 		return -EINVAL;
 	}
 	v = bare;
-	err = probe_kernel(&p, why, whylen);
-	if (err)
-		return err;
-
-	switch (v) {
-	case SYSPROBE_AUTO:
-		if (p.tp_btf && p.task_storage)
-			cand[ncand++] = SYSPROBE_TP_BTF_TASK_STORAGE;
-		if (p.tp_btf)
-			cand[ncand++] = SYSPROBE_TP_BTF_HASH;
-		cand[ncand++] = SYSPROBE_RAW_TP_HASH;
-		if (!p.tp_btf)
-			log_info("sysprobe: no tp_btf (%s), using raw_tp", p.tp_btf_why);
-		else if (!p.task_storage)
-			log_info("sysprobe: start times in a hash, not task storage (%s)", p.task_storage_why);
-		break;
-	case SYSPROBE_TP_BTF_TASK_STORAGE:
-	case SYSPROBE_TP_BTF_HASH:
-		if (!p.tp_btf) {
-			say(why, whylen, "%s: %s", variant_name(v), p.tp_btf_why);
-			return -EOPNOTSUPP;
-		}
-		if (v == SYSPROBE_TP_BTF_TASK_STORAGE && !p.task_storage) {
-			say(why, whylen, "%s: %s", variant_name(v), p.task_storage_why);
-			return -EOPNOTSUPP;
-		}
-		cand[ncand++] = v;
-		break;
-	default:
-		cand[ncand++] = SYSPROBE_RAW_TP_HASH;
-		break;
-	}
+	ncand = bpfload_candidates((enum bpfload_variant)v, &spec, &p, cand, why, whylen);
+	if (ncand < 0)
+		return ncand;
 
 	s = calloc(1, sizeof(*s));
 	if (!s) {
 		err = -ENOMEM;
-		say(why, whylen, "out of memory");
+		bpfload_say(why, whylen, "out of memory");
 		goto cleanup;
 	}
-	s->ncpus = libbpf_num_possible_cpus();
-	if (s->ncpus <= 0) {
-		err = s->ncpus < 0 ? s->ncpus : -EINVAL;
-		say(why, whylen, "counting possible CPUs: %s", strerror(-err));
+	err = bpfload_percpu_init(&s->percpu, sizeof(struct sysprobe_stat), why, whylen);
+	if (err)
 		goto cleanup;
-	}
-	s->stat_buf = calloc((size_t)s->ncpus, sizeof(*s->stat_buf));
-	s->drop_buf = calloc((size_t)s->ncpus, sizeof(*s->drop_buf));
-	if (!s->stat_buf || !s->drop_buf) {
-		err = -ENOMEM;
-		say(why, whylen, "out of memory");
-		goto cleanup;
-	}
 
 	/* First with the fork/exit programs; when no candidate loads with them,
 	 * the same candidates without (a kernel before 5.12: no BPF atomic
 	 * OR/AND). */
 	for (int pass = try_follow ? 0 : 1; pass < 2; pass++) {
-		first_why[0] = '\0';
-		for (size_t i = 0; i < ncand; i++) {
-			err = load_variant(s, cand[i], pass == 0, why, whylen);
-			if (!err)
-				break;
-			if (!first_why[0] && why)
-				snprintf(first_why, sizeof(first_why), "%s", why);
-		}
+		s->follow = pass == 0;
+		err = bpfload_first_that_loads(cand, (size_t)ncand, load_variant, s, first_why, sizeof(first_why),
+					       why, whylen);
 		if (!err)
 			break;
 		if (pass == 0)
 			snprintf(follow_why, sizeof(follow_why), "%s", first_why[0] ? first_why : strerror(-err));
 	}
-	if (!err && follow_why[0])
+	if (err)
+		goto cleanup;
+	if (follow_why[0])
 		log_warn("sysprobe: descendants of targets are not followed in the kernel (%s): a process forked "
 			 "during an investigation is traced only once it is added as a target",
 			 follow_why);
-	if (err) {
-		if (ncand > 1 && first_why[0] && why && strcmp(first_why, why) != 0) {
-			char last[256];
-			snprintf(last, sizeof(last), "%s", why);
-			say(why, whylen, "%s; %s", first_why, last);
-		}
-		goto cleanup;
-	}
-	if (first_why[0])
-		log_warn("sysprobe: %s; using %s", first_why, variant_name(s->variant));
-	say(why, whylen, "%s", variant_name(s->variant));
+	bpfload_chosen("sysprobe", first_why, (enum bpfload_variant)s->variant, why, whylen);
 	*out = s;
 	return 0;
 
@@ -363,8 +236,7 @@ void sysprobe_close(struct sysprobe *s)
 		munmap(s->bits, BITMAP_BYTES);
 	sysprobe__destroy(s->skel);   /* destroys the links, closes maps; NULL is fine */
 	free(s->targets);
-	free(s->stat_buf);
-	free(s->drop_buf);
+	bpfload_percpu_free(&s->percpu);
 	free(s);
 }
 
@@ -373,40 +245,27 @@ void sysprobe_close(struct sysprobe *s)
 /* The bitmap word of tgid: through the mapping (follow) or map syscalls. */
 static int target_word(const struct sysprobe *s, uint32_t tgid, uint64_t *bits)
 {
-	uint32_t w = tgid / 64;
 	if (s->bits) {
-		*bits = __atomic_load_n(&s->bits[w], __ATOMIC_SEQ_CST);
+		*bits = __atomic_load_n(&s->bits[tgid / 64], __ATOMIC_SEQ_CST);
 		return 0;
 	}
-	if (bpf_map_lookup_elem(bpf_map__fd(s->skel->maps.target_bits), &w, bits) != 0)
-		return -errno;
-	return 0;
+	return bpfload_bitmap_word(bpf_map__fd(s->skel->maps.target_bits), tgid, bits);
 }
 
 /* Set (on) or clear tgid's bit; *was: whether it was set before. Atomic
  * against the programs with follow; without, userspace is the only writer. */
 static int target_mark(struct sysprobe *s, uint32_t tgid, bool on, bool *was)
 {
-	uint32_t w = tgid / 64;
 	uint64_t bit = 1ULL << (tgid % 64), old;
 	if (s->bits) {
 		if (on)
-			old = __atomic_fetch_or(&s->bits[w], bit, __ATOMIC_SEQ_CST);
+			old = __atomic_fetch_or(&s->bits[tgid / 64], bit, __ATOMIC_SEQ_CST);
 		else
-			old = __atomic_fetch_and(&s->bits[w], ~bit, __ATOMIC_SEQ_CST);
+			old = __atomic_fetch_and(&s->bits[tgid / 64], ~bit, __ATOMIC_SEQ_CST);
 		*was = old & bit;
 		return 0;
 	}
-	int err = target_word(s, tgid, &old);
-	if (err)
-		return err;
-	*was = old & bit;
-	if (*was == on)
-		return 0;
-	uint64_t nw = on ? old | bit : old & ~bit;
-	if (bpf_map_update_elem(bpf_map__fd(s->skel->maps.target_bits), &w, &nw, BPF_ANY) != 0)
-		return -errno;
-	return 0;
+	return bpfload_bitmap_mark(bpf_map__fd(s->skel->maps.target_bits), tgid, on, was);
 }
 
 /* Index of tgid in the sorted list, or where it would go (*found false). */
@@ -459,12 +318,7 @@ static void sweep_starts(struct sysprobe *s, uint32_t tgid)
 	uint32_t *keys = malloc(SYSPROBE_MAX_THREADS * sizeof(*keys));
 	if (!keys)
 		return;   /* best effort: emptied at the next attach anyway */
-	size_t n = 0;
-	uint32_t key = 0, next;   /* 0 (the idle task) is never a key: starts at the first */
-	while (n < SYSPROBE_MAX_THREADS && bpf_map_get_next_key(fd, &key, &next) == 0) {
-		keys[n++] = next;
-		key = next;
-	}
+	size_t n = bpfload_hash_keys(fd, keys, SYSPROBE_MAX_THREADS);
 	for (size_t i = 0; i < n; i++) {
 		struct sysprobe_start st;
 		if (bpf_map_lookup_elem(fd, &keys[i], &st) == 0 && (tgid == 0 || st.tgid == tgid))
@@ -531,16 +385,11 @@ static void rebuild_bits(struct sysprobe *s)
 
 static int zero_results(struct sysprobe *s)
 {
-	int fd = bpf_map__fd(s->skel->maps.stats);
-	memset(s->stat_buf, 0, (size_t)s->ncpus * sizeof(*s->stat_buf));
-	for (uint32_t k = 0; k < SYSPROBE_NR_SLOTS; k++)
-		if (bpf_map_update_elem(fd, &k, s->stat_buf, BPF_ANY) != 0)
-			return -errno;
-	fd = bpf_map__fd(s->skel->maps.drops);
-	memset(s->drop_buf, 0, (size_t)s->ncpus * sizeof(*s->drop_buf));
-	for (uint32_t k = 0; k < SYSPROBE_DROPS; k++)
-		if (bpf_map_update_elem(fd, &k, s->drop_buf, BPF_ANY) != 0)
-			return -errno;
+	int err = bpfload_percpu_zero(&s->percpu, bpf_map__fd(s->skel->maps.stats), SYSPROBE_NR_SLOTS);
+	if (!err)
+		err = bpfload_percpu_zero(&s->percpu, bpf_map__fd(s->skel->maps.drops), SYSPROBE_DROPS);
+	if (err)
+		return err;
 	sweep_starts(s, 0);
 	return 0;
 }
@@ -613,35 +462,12 @@ bool sysprobe_attached(const struct sysprobe *s)
 	return s && s->attached;
 }
 
-static int our_prog_ids(const struct sysprobe *s, uint32_t *ids, const char **names, size_t max)
-{
-	struct bpf_program *prog;
-	size_t n = 0;
-	bpf_object__for_each_program(prog, s->skel->obj) {
-		int fd = bpf_program__fd(prog);
-		if (fd < 0)
-			continue;   /* the variant not loaded */
-		struct bpf_prog_info info;
-		uint32_t len = sizeof(info);
-		memset(&info, 0, sizeof(info));
-		if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0)
-			return -errno;
-		if (n < max) {
-			ids[n] = info.id;
-			if (names)
-				names[n] = bpf_program__name(prog);
-			n++;
-		}
-	}
-	return (int)n;
-}
-
 int sysprobe_kernel_links(const struct sysprobe *s)
 {
 	if (!s)
 		return -EINVAL;
-	uint32_t ids[8];
-	int nids = our_prog_ids(s, ids, NULL, 8);
+	struct bpfload_prog_stat ps[8];
+	int nids = bpfload_prog_stats(s->skel->obj, ps, 8);
 	if (nids < 0)
 		return nids;
 	uint32_t id = 0;
@@ -662,7 +488,7 @@ int sysprobe_kernel_links(const struct sysprobe *s)
 		if (r != 0)
 			return -e;
 		for (int i = 0; i < nids; i++)
-			found += info.prog_id == ids[i];
+			found += info.prog_id == ps[i].id;
 	}
 	if (errno != ENOENT)
 		return -errno;
@@ -701,18 +527,7 @@ double sysprobe_percentile(const uint64_t slots[SYSPROBE_SLOTS], double q)
 
 static int read_stat(struct sysprobe *s, uint32_t nr, struct sysprobe_stat *sum)
 {
-	if (bpf_map_lookup_elem(bpf_map__fd(s->skel->maps.stats), &nr, s->stat_buf) != 0)
-		return -errno;
-	memset(sum, 0, sizeof(*sum));
-	for (int c = 0; c < s->ncpus; c++) {
-		const struct sysprobe_stat *v = &s->stat_buf[c];
-		sum->count += v->count;
-		sum->errors += v->errors;
-		sum->sum_ns += v->sum_ns;
-		for (int i = 0; i < SYSPROBE_SLOTS; i++)
-			sum->slots[i] += v->slots[i];
-	}
-	return 0;
+	return bpfload_percpu_sum(&s->percpu, bpf_map__fd(s->skel->maps.stats), nr, sizeof(*sum), sum);
 }
 
 static int by_count_desc(const void *a, const void *b)
@@ -783,43 +598,22 @@ int sysprobe_drops(struct sysprobe *s, struct sysprobe_drops *out)
 {
 	if (!s || !out)
 		return -EINVAL;
-	uint64_t v[SYSPROBE_DROPS] = { 0 };
+	uint64_t v[SYSPROBE_DROPS];
 	for (uint32_t k = 0; k < SYSPROBE_DROPS; k++) {
-		if (bpf_map_lookup_elem(bpf_map__fd(s->skel->maps.drops), &k, s->drop_buf) != 0)
-			return -errno;
-		for (int c = 0; c < s->ncpus; c++)
-			v[k] += s->drop_buf[c];
+		int err = bpfload_percpu_sum(&s->percpu, bpf_map__fd(s->skel->maps.drops), k, sizeof(v[k]), &v[k]);
+		if (err)
+			return err;
 	}
 	out->no_start = v[SYSPROBE_DROP_NO_START];
 	out->nr_out_of_range = v[SYSPROBE_DROP_NR_RANGE];
 	return 0;
 }
 
-int sysprobe_prog_stats(const struct sysprobe *s, struct sysprobe_prog_stat *out, size_t max)
+int sysprobe_prog_stats(const struct sysprobe *s, struct bpfload_prog_stat *out, size_t max)
 {
 	if (!s || (!out && max))
 		return -EINVAL;
-	struct bpf_program *prog;
-	size_t n = 0;
-	bpf_object__for_each_program(prog, s->skel->obj) {
-		int fd = bpf_program__fd(prog);
-		if (fd < 0)
-			continue;
-		if (n == max)
-			break;
-		struct bpf_prog_info info;
-		uint32_t len = sizeof(info);
-		memset(&info, 0, sizeof(info));
-		if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0)
-			return -errno;
-		out[n].name = bpf_program__name(prog);
-		out[n].id = info.id;
-		out[n].run_cnt = info.run_cnt;
-		out[n].run_time_ns = info.run_time_ns;
-		out[n].recursion_misses = info.recursion_misses;
-		n++;
-	}
-	return (int)n;
+	return bpfload_prog_stats(s->skel->obj, out, max);
 }
 
 /* ---- metrics ---- */
@@ -828,16 +622,9 @@ int sysprobe_prog_stats(const struct sysprobe *s, struct sysprobe_prog_stat *out
 
 static int add_hist(struct metrics *m, const struct sysprobe_result *r)
 {
-	uint64_t cum[NBUCKETS], acc = 0;
+	uint64_t cum[NBUCKETS], count;
 	double upper[NBUCKETS];
-	for (int i = 0; i < SYSPROBE_FIRST_BUCKET; i++)
-		acc += r->slots[i];
-	for (int b = 0; b < NBUCKETS; b++) {
-		int slot = SYSPROBE_FIRST_BUCKET + b;
-		acc += r->slots[slot];
-		cum[b] = acc;
-		upper[b] = (double)(1ULL << (slot + 1)) * 1e-9;
-	}
+	bpfload_log2_buckets(r->slots, SYSPROBE_SLOTS, SYSPROBE_FIRST_BUCKET, cum, upper, &count);
 	return metrics_add_histogram(m, "onepanel_syscall_latency_seconds", NBUCKETS, upper, cum,
 				     (double)r->sum_ns * 1e-9, r->count, "syscall", r->name, NULL);
 }
@@ -875,28 +662,7 @@ int sysprobe_collect(struct sysprobe *s, struct metrics *m)
 	metrics_add(m, "oneshield_agent_bpf_sysprobe_drops_total", (double)d.nr_out_of_range, "reason",
 		    "nr_out_of_range", NULL);
 
-	/* the same families and help as schedlat's self-cost */
-	metrics_declare(m, "oneshield_agent_bpf_prog_runs_total", MT_COUNTER,
-			"Runs of each agent BPF program (counted only while sysctl kernel.bpf_stats_enabled=1).");
-	metrics_declare(m, "oneshield_agent_bpf_prog_run_seconds_total", MT_COUNTER,
-			"CPU time spent in each agent BPF program (counted only while sysctl "
-			"kernel.bpf_stats_enabled=1).");
-	metrics_declare(m, "oneshield_agent_bpf_prog_recursion_misses_total", MT_COUNTER,
-			"Runs of each agent BPF program the kernel skipped because another BPF program was "
-			"running on that CPU; their events are lost.");
-	struct sysprobe_prog_stat ps[8];
-	int np = sysprobe_prog_stats(s, ps, 8);
-	if (np < 0) {
-		err = np;
-		goto out;
-	}
-	for (int i = 0; i < np; i++) {
-		metrics_add(m, "oneshield_agent_bpf_prog_runs_total", (double)ps[i].run_cnt, "prog", ps[i].name, NULL);
-		metrics_add(m, "oneshield_agent_bpf_prog_run_seconds_total", (double)ps[i].run_time_ns * 1e-9, "prog",
-			    ps[i].name, NULL);
-		metrics_add(m, "oneshield_agent_bpf_prog_recursion_misses_total", (double)ps[i].recursion_misses,
-			    "prog", ps[i].name, NULL);
-	}
+	err = bpfload_add_prog_metrics(m, s->skel->obj);
 out:
 	sysprobe_results_free(r);
 	return err;

@@ -90,17 +90,19 @@
 #include <sys/types.h>
 
 #include "../include/sysprobe.h"
+#include "bpfload.h"
 
 struct cJSON;
 struct metrics;
 struct sysprobe;
 
-/* How the programs attach and where per-thread start times live. */
+/* How the programs attach and where per-thread start times live (the
+ * values of enum bpfload_variant, which says what each means). */
 enum sysprobe_variant {
-	SYSPROBE_AUTO = 0,             /* probe and take the best that loads */
-	SYSPROBE_TP_BTF_TASK_STORAGE,  /* tp_btf, start times in task storage */
-	SYSPROBE_TP_BTF_HASH,          /* tp_btf, start times in a bounded hash */
-	SYSPROBE_RAW_TP_HASH,          /* raw_tp (older kernels), bounded hash */
+	SYSPROBE_AUTO = BPFLOAD_AUTO,
+	SYSPROBE_TP_BTF_TASK_STORAGE = BPFLOAD_TP_BTF_TASK_STORAGE,
+	SYSPROBE_TP_BTF_HASH = BPFLOAD_TP_BTF_HASH,
+	SYSPROBE_RAW_TP_HASH = BPFLOAD_RAW_TP_HASH,
 };
 
 /* Or'ed into the variant given to sysprobe_open_variant: load without the
@@ -214,16 +216,9 @@ int sysprobe_collect(struct sysprobe *s, struct metrics *m);
  * -errno when err is not NULL. */
 struct cJSON *sysprobe_to_json(struct sysprobe *s, int *err);
 
-/* Self-cost of the loaded programs, from the kernel's BPF stats. */
-struct sysprobe_prog_stat {
-	const char *name;          /* program name, static storage of the handle */
-	uint32_t id;               /* kernel program id */
-	uint64_t run_cnt;          /* counted only while stats are enabled */
-	uint64_t run_time_ns;
-	uint64_t recursion_misses; /* runs skipped (always counted): samples lost */
-};
-/* One entry per loaded program (4: sys_enter, sys_exit, fork, process exit;
- * 2 without fork following), at most max; returns how many or -errno. */
-int sysprobe_prog_stats(const struct sysprobe *s, struct sysprobe_prog_stat *out, size_t max);
+/* Self-cost of the loaded programs, from the kernel's BPF stats: one entry
+ * per loaded program (4: sys_enter, sys_exit, fork, process exit; 2 without
+ * fork following), at most max; returns how many or -errno. */
+int sysprobe_prog_stats(const struct sysprobe *s, struct bpfload_prog_stat *out, size_t max);
 
 #endif

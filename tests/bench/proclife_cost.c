@@ -173,7 +173,7 @@ static void serve(const char *comm, enum proclife_variant v, int ctl_fd, int rea
 	loop_run(l);
 	proclife_consume(p);
 	if (stats) {
-		struct proclife_prog_stat ps[8];
+		struct bpfload_prog_stat ps[8];
 		int np = proclife_prog_stats(p, ps, 8);
 
 		printf("  in-program time, %s:", strcmp(comm, "true") ? "untracked" : "tracked (every exec matches)");

@@ -25,7 +25,7 @@ TRANSPORT=${TRANSPORT:-auto}
 LAT=${LAT:-1000}
 [ "$(id -u)" = 0 ] || { echo "proclife_cost: needs root (loads BPF programs)" >&2; exit 1; }
 
-objs="$BUILD/obj/proclife.o $BUILD/obj/loop.o $BUILD/obj/log.o $BUILD/obj/procfs.o $BUILD/obj/metrics.o $BUILD/obj/buf.o"
+objs="$BUILD/obj/proclife.o $BUILD/obj/bpfload.o $BUILD/obj/loop.o $BUILD/obj/log.o $BUILD/obj/procfs.o $BUILD/obj/metrics.o $BUILD/obj/buf.o"
 make -s BUILD="$BUILD" $objs
 mkdir -p "$BUILD/bench"
 bin="$BUILD/bench/proclife_cost"

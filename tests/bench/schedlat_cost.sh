@@ -26,7 +26,7 @@ TRIPS=${TRIPS:-200000}
 VARIANT=${VARIANT:-auto}
 [ "$(id -u)" = 0 ] || { echo "schedlat_cost: needs root (loads BPF programs)" >&2; exit 1; }
 
-objs="$BUILD/obj/schedlat.o $BUILD/obj/log.o $BUILD/obj/metrics.o $BUILD/obj/buf.o"
+objs="$BUILD/obj/schedlat.o $BUILD/obj/bpfload.o $BUILD/obj/log.o $BUILD/obj/metrics.o $BUILD/obj/buf.o"
 make -s BUILD="$BUILD" $objs
 mkdir -p "$BUILD/bench"
 bin="$BUILD/bench/schedlat_cost"

@@ -212,7 +212,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	struct sysprobe *s = open_or_die(v);
-	struct sysprobe_prog_stat p0[4], p1[4], p2[4];
+	struct bpfload_prog_stat p0[4], p1[4], p2[4];
 	long n2 = calls / 5;
 	must(sysprobe_attach(s), "sysprobe_attach");
 	int np = sysprobe_prog_stats(s, p0, 4);

@@ -24,7 +24,7 @@ CALLS=${CALLS:-5000000}
 VARIANTS=${VARIANTS:-auto}
 [ "$(id -u)" = 0 ] || { echo "sysprobe_cost: needs root (loads BPF programs)" >&2; exit 1; }
 
-objs="$BUILD/obj/sysprobe.o $BUILD/obj/log.o $BUILD/obj/metrics.o $BUILD/obj/buf.o"
+objs="$BUILD/obj/sysprobe.o $BUILD/obj/bpfload.o $BUILD/obj/log.o $BUILD/obj/metrics.o $BUILD/obj/buf.o"
 make -s BUILD="$BUILD" $objs
 mkdir -p "$BUILD/bench"
 bin="$BUILD/bench/sysprobe_cost"

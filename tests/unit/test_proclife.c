@@ -479,7 +479,7 @@ static void transport_maps(enum proclife_transport tr, uint32_t want, uint32_t o
 {
 	struct fx *f = fx_new();
 	struct proclife_opts o = { .transport = tr };
-	struct proclife_prog_stat ps[16];
+	struct bpfload_prog_stat ps[16];
 	int n;
 
 	if (!fx_open(f, &o)) {
@@ -916,7 +916,7 @@ static void test_prog_stats(void **state)
 {
 	struct fx *f = fx_new();
 	struct proclife_opts o = { 0 };
-	struct proclife_prog_stat ps[16];
+	struct bpfload_prog_stat ps[16];
 	char *argv[] = { "/bin/true", NULL };
 	int stats_fd, n;
 	uint64_t exec_runs = 0, exec_ns = 0;
@@ -1011,7 +1011,7 @@ static void close_detaches(enum proclife_variant v, enum proclife_transport tr)
 {
 	struct fx *f = fx_new();
 	struct proclife_opts o = { .variant = v, .transport = tr };
-	struct proclife_prog_stat ps[16];
+	struct bpfload_prog_stat ps[16];
 	int fds0, n;
 	uint64_t end;
 	bool any;

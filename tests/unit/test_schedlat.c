@@ -29,6 +29,7 @@
 
 #include <bpf/bpf.h>
 
+#include "bpftest.h"
 #include "metrics.h"
 /* -Iinclude comes first and include/schedlat.h is the BPF-shared one. */
 #include "../../userspace/schedlat.h"
@@ -43,47 +44,20 @@ static enum schedlat_variant v_ts = SCHEDLAT_TP_BTF_TASK_STORAGE;
 static enum schedlat_variant v_btf_hash = SCHEDLAT_TP_BTF_HASH;
 static enum schedlat_variant v_raw = SCHEDLAT_RAW_TP_HASH;
 
-static int setup(void **state)
-{
-	(void)state;
-	alarm(120);   /* a hung test dies instead of hanging CI */
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	alarm(0);
-	return 0;
-}
-
 static struct schedlat *open_or_skip(void **state)
 {
 	enum schedlat_variant v = state && *state ? *(enum schedlat_variant *)*state : SCHEDLAT_AUTO;
 	struct schedlat *s = NULL;
 	char why[512];
 	int err = schedlat_open_variant(&s, v, why, sizeof(why));
-	if (err) {
-		const char *allow = getenv("ONESHIELD_ALLOW_NO_BPF");
-		print_message("schedlat_open(variant %d): %s (%s)\n", (int)v, why, strerror(-err));
-		if (v != SCHEDLAT_AUTO && err == -EOPNOTSUPP)
-			skip();
-		if (allow && strcmp(allow, "1") == 0)
-			skip();
-		fail_msg("schedlat_open failed: %s", why);
-	}
+	if (err)
+		bpftest_open_failed("schedlat_open", (int)v, v != SCHEDLAT_AUTO, err, why);
 	assert_non_null(s);
 	print_message("schedlat mode: %s\n", schedlat_mode(s));
 	return s;
 }
 
 /* ---- workload children ---- */
-
-struct child {
-	pid_t pid;
-	int go_w;     /* parent -> child: one byte starts a phase */
-	int done_r;   /* child -> parent: one byte when a phase is done */
-};
 
 static void spin_us(long us)
 {
@@ -132,16 +106,11 @@ static int workload_main(int argc, char **argv)
 	return 0;
 }
 
-/* This binary, read at startup. Not exec("/proc/self/exe"): under valgrind
- * that is valgrind itself, while readlink() of it gives the client. */
-static char self_exe[PATH_MAX];
-
 /* phases: iterations per phase; threads run each phase concurrently. */
 static void start_child(struct child *c, int nphases, const int *iters, int threads)
 {
 	char args[8][16];
 	char *argv[12] = { "test_schedlat", "--workload", args[0] };
-	int go[2], done[2];
 
 	assert_true(nphases >= 1 && nphases <= 6);
 	snprintf(args[0], sizeof(args[0]), "%d", threads);
@@ -150,22 +119,7 @@ static void start_child(struct child *c, int nphases, const int *iters, int thre
 		argv[3 + p] = args[p + 1];
 	}
 	argv[3 + nphases] = NULL;
-	assert_int_equal(pipe(go), 0);
-	assert_int_equal(pipe(done), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		if (dup2(go[0], 3) < 0 || dup2(done[1], 4) < 0)
-			_exit(6);
-		closefrom(5);
-		execv(self_exe, argv);
-		_exit(7);
-	}
-	close(go[0]);
-	close(done[1]);
-	c->pid = pid;
-	c->go_w = go[1];
-	c->done_r = done[0];
+	child_spawn(c, argv);
 }
 
 /* Waits until the child sleeps (in its read() of the go pipe). */
@@ -192,16 +146,6 @@ static void child_phase(struct child *c)
 	char b;
 	assert_int_equal(write(c->go_w, "g", 1), 1);
 	assert_int_equal(read(c->done_r, &b, 1), 1);
-}
-
-static void child_reap(struct child *c)
-{
-	int st;
-	close(c->go_w);
-	close(c->done_r);
-	assert_int_equal(waitpid(c->pid, &st, 0), c->pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 /* ---- metrics ---- */
@@ -497,22 +441,7 @@ static void test_close_detaches(void **state)
 	schedlat_close(s);
 	schedlat_close(NULL);
 
-	/* prog release after the last link/fd is closed can be deferred (RCU) */
-	for (int tries = 0;; tries++) {
-		size_t alive = 0;
-		for (size_t i = 0; i < n; i++) {
-			int fd = bpf_prog_get_fd_by_id(ours[i]);
-			if (fd >= 0) {
-				alive++;
-				close(fd);
-			}
-		}
-		if (!alive)
-			break;
-		if (tries > 200)
-			fail_msg("%zu schedlat programs still loaded 2 s after close", alive);
-		usleep(10000);
-	}
+	bpftest_wait_unloaded(ours, n, "schedlat");
 }
 
 static void test_forced_variant_errors(void **state)
@@ -526,22 +455,13 @@ static void test_forced_variant_errors(void **state)
 	assert_string_equal(schedlat_mode(NULL), "off");
 }
 
-#define PER_VARIANT(fn)                                                        \
-	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_auto),      \
-	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_ts),        \
-	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_btf_hash),  \
-	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_raw)
 
 int main(int argc, char **argv)
 {
 	if (argc >= 3 && strcmp(argv[1], "--workload") == 0)
 		return workload_main(argc, argv);
-	ssize_t n = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
-	if (n <= 0) {
-		perror("readlink /proc/self/exe");
+	if (bpftest_self_exe())
 		return 1;
-	}
-	self_exe[n] = 0;
 
 	const struct CMUnitTest tests[] = {
 		PER_VARIANT(test_tracked_child_counts),
@@ -549,7 +469,7 @@ int main(int argc, char **argv)
 		PER_VARIANT(test_untracked_child_not_counted),
 		PER_VARIANT(test_remove_target_stops_counting),
 		PER_VARIANT(test_self_cost),
-		cmocka_unit_test_prestate_setup_teardown(test_close_detaches, setup, teardown, &v_auto),
+		BPFTEST_WITH(test_close_detaches, &v_auto),
 		cmocka_unit_test(test_forced_variant_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -50,6 +50,7 @@
 #include <bpf/bpf.h>
 #include <cjson/cJSON.h>
 
+#include "bpftest.h"
 #include "metrics.h"
 #include "sysprobe.h"   /* include/sysprobe.h, which includes the API */
 
@@ -65,35 +66,14 @@ static enum sysprobe_variant v_nofollow = (enum sysprobe_variant)(SYSPROBE_AUTO 
 #define K_NR1000  5
 #define K_FORK    300   /* getppid() of each forked child, as in the e2e test */
 
-static int setup(void **state)
-{
-	(void)state;
-	alarm(120);   /* a hung test dies instead of hanging CI */
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	alarm(0);
-	return 0;
-}
-
 static struct sysprobe *open_or_skip(void **state)
 {
 	enum sysprobe_variant v = state && *state ? *(enum sysprobe_variant *)*state : SYSPROBE_AUTO;
 	struct sysprobe *s = NULL;
 	char why[512];
 	int err = sysprobe_open_variant(&s, v, why, sizeof(why));
-	if (err) {
-		const char *allow = getenv("ONESHIELD_ALLOW_NO_BPF");
-		print_message("sysprobe_open(variant %d): %s (%s)\n", (int)v, why, strerror(-err));
-		if (v != SYSPROBE_AUTO && err == -EOPNOTSUPP)
-			skip();
-		if (allow && strcmp(allow, "1") == 0)
-			skip();
-		fail_msg("sysprobe_open failed: %s", why);
-	}
+	if (err)
+		bpftest_open_failed("sysprobe_open", (int)v, v != SYSPROBE_AUTO, err, why);
 	assert_non_null(s);
 	assert_string_equal(why, sysprobe_mode(s));
 	assert_false(sysprobe_attached(s));
@@ -259,43 +239,17 @@ static int forker_main(int argc, char **argv)
 	}
 }
 
-/* This binary, read at startup (not /proc/self/exe: under valgrind that is
- * valgrind itself). */
-static char self_exe[PATH_MAX];
-
-struct child {
-	pid_t pid;
-	int go_w;
-	int done_r;
-};
-
 /* Starts the workload and waits for its 'r': its startup syscalls are over. */
 static void start_child(struct child *c, int threads, const struct work *w)
 {
 	char a[5][24];
 	char *argv[] = { "test_sysprobe", "--workload", a[0], a[1], a[2], a[3], a[4], NULL };
-	int go[2], done[2];
 	snprintf(a[0], sizeof(a[0]), "%d", threads);
 	snprintf(a[1], sizeof(a[1]), "%ld", w->getppid);
 	snprintf(a[2], sizeof(a[2]), "%ld", w->close_fail);
 	snprintf(a[3], sizeof(a[3]), "%ld", w->nr500);
 	snprintf(a[4], sizeof(a[4]), "%ld", w->nr1000);
-	assert_int_equal(pipe(go), 0);
-	assert_int_equal(pipe(done), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		if (dup2(go[0], 3) < 0 || dup2(done[1], 4) < 0)
-			_exit(6);
-		closefrom(5);
-		execv(self_exe, argv);
-		_exit(7);
-	}
-	close(go[0]);
-	close(done[1]);
-	c->pid = pid;
-	c->go_w = go[1];
-	c->done_r = done[0];
+	child_spawn(c, argv);
 	char b;
 	assert_int_equal(read(c->done_r, &b, 1), 1);
 	assert_int_equal(b, 'r');
@@ -306,29 +260,13 @@ static void start_forker(struct child *c, int depth, long k)
 {
 	char a[2][24];
 	char *argv[] = { "test_sysprobe", "--forker", a[0], a[1], NULL };
-	int go[2], done[2];
 	snprintf(a[0], sizeof(a[0]), "%d", depth);
 	snprintf(a[1], sizeof(a[1]), "%ld", k);
-	assert_int_equal(pipe(go), 0);
-	assert_int_equal(pipe(done), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		if (dup2(go[0], 3) < 0 || dup2(done[1], 4) < 0)
-			_exit(6);
-		closefrom(5);
-		execv(self_exe, argv);
-		_exit(7);
-	}
-	close(go[0]);
-	close(done[1]);
-	c->pid = pid;
-	c->go_w = go[1];
-	c->done_r = done[0];
+	child_spawn(c, argv);
 	struct rec r;
 	assert_int_equal(read(c->done_r, &r, sizeof(r)), sizeof(r));
 	assert_int_equal(r.tag, 'r');
-	assert_int_equal(r.pid, pid);
+	assert_int_equal(r.pid, c->pid);
 }
 
 static pid_t read_rec(struct child *c, char tag)
@@ -363,16 +301,6 @@ static void child_phase(struct child *c)
 	assert_int_equal(write(c->go_w, "g", 1), 1);
 	assert_int_equal(read(c->done_r, &b, 1), 1);
 	assert_int_equal(b, 'd');
-}
-
-static void child_reap(struct child *c)
-{
-	int st;
-	close(c->go_w);
-	close(c->done_r);
-	assert_int_equal(waitpid(c->pid, &st, 0), c->pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 /* ---- results ---- */
@@ -455,7 +383,7 @@ static int links_to(const uint32_t *ids, size_t nids)
 
 static size_t prog_ids(struct sysprobe *s, uint32_t *ids)
 {
-	struct sysprobe_prog_stat ps[4];
+	struct bpfload_prog_stat ps[4];
 	int n = sysprobe_prog_stats(s, ps, 4);
 	assert_int_equal(n, nprogs(s));
 	for (int i = 0; i < n; i++)
@@ -787,7 +715,7 @@ static void test_prog_stats(void **state)
 	assert_int_equal(sysprobe_detach(s), 0);
 	child_reap(&c);
 
-	struct sysprobe_prog_stat ps[4];
+	struct bpfload_prog_stat ps[4];
 	assert_int_equal(sysprobe_prog_stats(s, ps, 0), 0);
 	int n = sysprobe_prog_stats(s, ps, 4);
 	assert_int_equal(n, nprogs(s));
@@ -817,22 +745,7 @@ static void test_close_detaches(void **state)
 	sysprobe_close(s);
 	sysprobe_close(NULL);
 	assert_int_equal(links_to(ids, n), 0);
-	/* the programs' release after their last fd can be deferred (RCU) */
-	for (int tries = 0;; tries++) {
-		size_t alive = 0;
-		for (size_t i = 0; i < n; i++) {
-			int fd = bpf_prog_get_fd_by_id(ids[i]);
-			if (fd >= 0) {
-				alive++;
-				close(fd);
-			}
-		}
-		if (!alive)
-			break;
-		if (tries > 200)
-			fail_msg("%zu sysprobe programs still loaded 2 s after close", alive);
-		usleep(10000);
-	}
+	bpftest_wait_unloaded(ids, n, "sysprobe");
 }
 
 static void test_api_errors(void **state)
@@ -1197,13 +1110,8 @@ static void test_names(void **state)
 	assert_null(sysprobe_syscall_name(100000));
 }
 
-#define PER_VARIANT(fn)                                                        \
-	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_auto),      \
-	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_ts),        \
-	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_btf_hash),  \
-	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_raw)
-#define AUTO(fn) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_auto)
-#define NOFOLLOW(fn) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &v_nofollow)
+#define AUTO(fn) BPFTEST_WITH(fn, &v_auto)
+#define NOFOLLOW(fn) BPFTEST_WITH(fn, &v_nofollow)
 
 int main(int argc, char **argv)
 {
@@ -1211,12 +1119,8 @@ int main(int argc, char **argv)
 		return workload_main(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "--forker") == 0)
 		return forker_main(argc, argv);
-	ssize_t n = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
-	if (n <= 0) {
-		perror("readlink /proc/self/exe");
+	if (bpftest_self_exe())
 		return 1;
-	}
-	self_exe[n] = 0;
 
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_percentile_synthetic),
