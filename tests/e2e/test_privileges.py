@@ -134,7 +134,7 @@ def test_drop_setting_takes_effect_at_next_start_only(tmp_path, agents):
     cfg.write_text(cfg.read_text() + "security:\n  drop_capabilities: false\n")
     a.proc.send_signal(signal.SIGHUP)
     a.wait_event("AGENT_CONFIG_RELOADED_MESSAGE")
-    assert "security.drop_capabilities takes effect at the next start" in a.log.text()
+    a.log.wait_line(r"security\.drop_capabilities takes effect at the next start")
     assert status_fields(f"/proc/{a.proc.pid}/status")["CapEff"] == KEEP_MASK & my_caps()["CapPrm"]
 
 
