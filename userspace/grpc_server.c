@@ -1058,24 +1058,6 @@ static void handle_probes(struct gcall *c, const uint8_t *data, size_t len)
 
 /* ---- request handling ---- */
 
-static int read_request(struct gcall *c, uint8_t **data, size_t *len)
-{
-	grpc_byte_buffer_reader r;
-	if (!grpc_byte_buffer_reader_init(&r, c->recv_buf))
-		return -EINVAL;
-	grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-	grpc_byte_buffer_reader_destroy(&r);
-	*len = GRPC_SLICE_LENGTH(s);
-	*data = malloc(*len ? *len : 1);
-	if (!*data) {
-		grpc_slice_unref(s);
-		return -ENOMEM;
-	}
-	memcpy(*data, GRPC_SLICE_START_PTR(s), *len);
-	grpc_slice_unref(s);
-	return 0;
-}
-
 /* api.limits.max_streams_per_peer, before a Subscribe or StreamMetrics
  * stream starts: true when c's peer holds fewer streams than that, else
  * the call ends with RESOURCE_EXHAUSTED. A stream's slot is free again as
@@ -1391,7 +1373,7 @@ static void on_recv(struct gcall *c, int ok)
 	}
 	uint8_t *data = NULL;
 	size_t len = 0;
-	int r = read_request(c, &data, &len);
+	int r = pb_read_message(c->recv_buf, &data, &len);
 	grpc_byte_buffer_destroy(c->recv_buf);
 	c->recv_buf = NULL;
 	if (r)

@@ -926,21 +926,6 @@ static void handle_command(struct mgmt *m, const Oneshield__Mgmt__V1__ServerMess
 
 /* ---- receiving ---- */
 
-static int read_message(struct mcall *c, uint8_t **data, size_t *len)
-{
-	grpc_byte_buffer_reader r;
-	if (!grpc_byte_buffer_reader_init(&r, c->recv_buf))
-		return -EINVAL;
-	grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-	grpc_byte_buffer_reader_destroy(&r);
-	*len = GRPC_SLICE_LENGTH(s);
-	*data = malloc(*len ? *len : 1);
-	if (*data)
-		memcpy(*data, GRPC_SLICE_START_PTR(s), *len);
-	grpc_slice_unref(s);
-	return *data ? 0 : -ENOMEM;
-}
-
 static void on_hello_ack(struct mgmt *m, struct mcall *c, const Oneshield__Mgmt__V1__HelloAck *ha)
 {
 	if (c->hello_acked) {
@@ -1050,7 +1035,7 @@ static void on_recv(struct mcall *c, int ok)
 	uint8_t *data = NULL;
 	size_t len = 0;
 	c->recv_buf = bb;
-	int rc = read_message(c, &data, &len);
+	int rc = pb_read_message(c->recv_buf, &data, &len);
 	grpc_byte_buffer_destroy(bb);
 	c->recv_buf = NULL;
 	if (rc) {
@@ -1662,7 +1647,7 @@ static void fake_batch(struct mcall *c, const grpc_op *ops, size_t n, struct tag
 			size_t len;
 			grpc_byte_buffer *saved = c->recv_buf;
 			c->recv_buf = ops[i].data.send_message.send_message;
-			if (read_message(c, &data, &len))
+			if (pb_read_message(c->recv_buf, &data, &len))
 				abort();
 			c->recv_buf = saved;
 			m->fz_sent(m->fz_arg, data, len);

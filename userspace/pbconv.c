@@ -3,6 +3,9 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/slice.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -621,4 +624,20 @@ int pb_code_from_probes(int rc)
 	case -EOPNOTSUPP: return 9;	/* FAILED_PRECONDITION */
 	default: return 14;	/* UNAVAILABLE */
 	}
+}
+
+int pb_read_message(struct grpc_byte_buffer *bb, uint8_t **data, size_t *len)
+{
+	grpc_byte_buffer_reader r;
+
+	if (!grpc_byte_buffer_reader_init(&r, bb))
+		return -EINVAL;
+	grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+	grpc_byte_buffer_reader_destroy(&r);
+	*len = GRPC_SLICE_LENGTH(s);
+	*data = malloc(*len ? *len : 1);
+	if (*data)
+		memcpy(*data, GRPC_SLICE_START_PTR(s), *len);
+	grpc_slice_unref(s);
+	return *data ? 0 : -ENOMEM;
 }

@@ -8,6 +8,7 @@
 #ifndef OS_PBCONV_H
 #define OS_PBCONV_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "buf.h"
@@ -40,5 +41,11 @@ int pb_apply_request(const struct Oneshield__Agent__V1__ApplyConfigRequest *req,
  * and of probes_start's return value (agent.proto documents both). */
 int pb_code_from_http(int http);
 int pb_code_from_probes(int rc);
+
+/* A received gRPC message's bytes, copied into malloc'd *data (never NULL
+ * on success, even for 0 bytes): 0, -EINVAL (an unreadable buffer, e.g.
+ * one compressed with an unknown algorithm) or -ENOMEM. */
+struct grpc_byte_buffer;
+int pb_read_message(struct grpc_byte_buffer *bb, uint8_t **data, size_t *len);
 
 #endif
