@@ -859,6 +859,14 @@ static void handle_command(struct mgmt *m, const Oneshield__Mgmt__V1__ServerMess
 	cJSON *j = NULL;
 	int http = 500;
 	m->commands++;
+	if (m->closing) {
+		/* The agent is stopping: nothing new starts (an apply would be
+		 * cut short by the exit), and the refusal goes out while the
+		 * stream is still open for sending. */
+		log_info("oneshield: command %s not run: the agent is stopping", id);
+		queue_result(m, id, 14, "the agent is stopping", 0, 0, NULL);
+		return;
+	}
 	switch (sm->kind_case) {
 	case ONESHIELD__MGMT__V1__SERVER_MESSAGE__KIND_PING:
 		queue_result(m, id, 0, NULL, 0, 0, NULL);

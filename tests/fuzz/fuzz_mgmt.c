@@ -95,6 +95,7 @@ static char spool_dir[PATH_MAX - 16], spool_events[PATH_MAX];
 struct cmd {
 	char *id;
 	unsigned sent, answered;
+	unsigned sent_closing;	/* of sent, those delivered once the agent was stopping */
 };
 
 static struct model {
@@ -189,6 +190,8 @@ static void cmd_sent(const char *id)
 		CHECK(c->id);
 	}
 	c->sent++;
+	if (M.closing)
+		c->sent_closing++;
 }
 
 static void spool_now(struct mgmt *m, struct spool_stats *ss)
@@ -247,6 +250,9 @@ static void on_sent(void *arg, const uint8_t *msg, size_t len)
 		c->answered++;
 		CHECK(r->code >= 0 && r->code <= 16);
 		CHECK((r->code == 0) == (r->message[0] == '\0'));
+		/* nothing new runs once the agent is stopping: UNAVAILABLE */
+		if (c->sent_closing == c->sent)
+			CHECK(r->code == 14 && r->payload_case == ONESHIELD__MGMT__V1__COMMAND_RESULT__PAYLOAD__NOT_SET);
 		break;
 	}
 	default:
@@ -403,7 +409,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				len |= (size_t)data[off++] << 8;
 			if (len > size - off)
 				len = size - off;
+			bool was_busy = cfgapply_busy(A.cfgapply);
 			deliver(m, data + off, len);
+			/* once stopping, no command starts anything (an apply
+			 * would be cut short by the exit, its result unsent) */
+			if (M.closing && !was_busy)
+				CHECK(!cfgapply_busy(A.cfgapply));
 			off += len;
 			break;
 		}

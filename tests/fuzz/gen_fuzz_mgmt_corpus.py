@@ -126,6 +126,11 @@ SEEDS = {
                                          msg(ack=mpb.Ack(spool_seq=3)), msg(ack=mpb.Ack(spool_seq=5))]),
     "shutdown": (3, [HELLO_ACK, SHUTDOWN, msg(ack=mpb.Ack(spool_seq=2)), msg(ack=mpb.Ack(spool_seq=3)),
                      msg(command_id="late", ping=mpb.Ping()), end(0), HELLO_ACK]),
+    # commands that come once the agent is stopping, while it can still
+    # answer: refused UNAVAILABLE, the apply not run
+    "shutdown_commands": (3, [HELLO_ACK, SHUTDOWN, msg(command_id="during", ping=mpb.Ping()),
+                              apply("apply-during", [(MANAGED, b"listen 127.0.0.1:8087;\n")]),
+                              msg(ack=mpb.Ack(spool_seq=2)), msg(ack=mpb.Ack(spool_seq=3)), end(0)]),
     "shutdown_before_hello_ack": (2, [SHUTDOWN, HELLO_ACK, msg(ack=mpb.Ack(spool_seq=2))]),
     "apply_left_running": (LEAVE_APPLY | 1, [HELLO_ACK, apply("left", [(MANAGED, b"listen 127.0.0.1:8086;\n")])]),
     "server_ends": (4, [HELLO_ACK, msg(ack=mpb.Ack(spool_seq=2)), end(16), HELLO_ACK, msg(ack=mpb.Ack(spool_seq=4)),
