@@ -42,12 +42,21 @@ def wait_for(pred, timeout=DEADLINE, what="condition", interval=0.02):
         time.sleep(interval)
 
 
+_recent_ports = collections.deque(maxlen=4096)
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port nothing listens on now and not handed out before in this
+    session: the kernel may give the same port to two bind(0)s in a row, and
+    two listeners of one config (REST and gRPC) must not get the same one."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _recent_ports:
+            _recent_ports.append(port)
+            return port
 
 
 class LogFile:
@@ -72,11 +81,14 @@ class LogFile:
         rx = re.compile(pattern)
 
         def find():
+            ended = not self.t.is_alive()  # before the search: no line can come after
             with self.lock:
                 for ln in self.lines:
                     m = rx.search(ln)
                     if m:
                         return m
+            if ended:
+                raise AssertionError(f"the log ended (the process exited) without a line /{pattern}/")
             return None
 
         return wait_for(find, timeout, f"log line /{pattern}/")
@@ -268,6 +280,18 @@ class Agent:
         self.proc = subprocess.Popen([AGENT_BIN, "-c", self.config_path, "-v", *extra_args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.log = LogFile(self.proc.stderr)
+        try:
+            self._started(config_text)
+        except AssertionError as e:
+            # the fixture never sees this agent: say why it did not start
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.log.t.join(timeout=DEADLINE)  # to the end of its stderr
+            raise AssertionError(f"{e}\n---- agent stderr (exit {self.proc.returncode}) ----\n"
+                                 f"{self.log.text()}") from None
+
+    def _started(self, config_text):
         m = self.log.wait_line(r"REST API listening on http://([0-9.]+|\[[0-9a-f:]+\]):(\d+)")
         self.base = f"http://{m.group(1)}:{m.group(2)}"
         self.port = int(m.group(2))
