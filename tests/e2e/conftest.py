@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import queue
+import random
 import re
 import shutil
 import signal
@@ -45,18 +46,33 @@ def wait_for(pred, timeout=DEADLINE, what="condition", interval=0.02):
 _recent_ports = collections.deque(maxlen=4096)
 
 
+def _ephemeral_range():
+    try:
+        lo, hi = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    """A port nothing listens on now and not handed out before in this
-    session: the kernel may give the same port to two bind(0)s in a row, and
-    two listeners of one config (REST and gRPC) must not get the same one."""
+    """A port for an agent to listen on, free now: below the kernel's
+    ephemeral range, so no client's outgoing connection takes it before the
+    agent binds it (a port from bind(0) is in that range), and not handed
+    out before in this session, so two listeners of one config never get the
+    same one."""
+    lo, _ = _ephemeral_range()
+    base = max(1024, min(lo, 32768) - 12000)
     while True:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in _recent_ports:
-            _recent_ports.append(port)
-            return port
+        port = random.randrange(base, base + 11000)
+        if port in _recent_ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _recent_ports.append(port)
+        return port
 
 
 class LogFile:
