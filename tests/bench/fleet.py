@@ -105,6 +105,8 @@ def main():
     ap.add_argument("--events", type=int, default=100, help="events each agent journals in the event phase")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     a = ap.parse_args()
+    # the agent's config wants absolute paths (make passes build/...)
+    a.agent, a.sim = os.path.realpath(a.agent), os.path.realpath(a.sim)
 
     work = tempfile.mkdtemp(prefix="oneshield-fleet-")
     procs = []
