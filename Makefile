@@ -145,7 +145,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS) | $(BUILD)/tests
 
 # libFuzzer targets: clang, ASan+UBSan, linked with every agent module.
 # ONESHIELD_FUZZ compiles in the seams fuzz targets drive (mgmt.h).
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(filter-out userspace/main.c,$(AGENT_SRCS)) $(wildcard userspace/*.h) $(PB_C) $(GEN)/descriptors.c $(BPF_SKELS) | $(BUILD)/fuzz
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(filter-out userspace/main.c,$(AGENT_SRCS)) $(wildcard userspace/*.h) $(PB_C) $(GEN)/descriptors.c $(BPF_SKELS) | $(BUILD)/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=gnu11 -D_GNU_SOURCE \
 	    -DONESHIELD_FUZZ -DOS_VERSION='"$(VERSION)"' -Iinclude -Iuserspace $(PKG_CFLAGS) -o $@ \
 	    -I$(GEN) $< $(filter-out userspace/main.c,$(AGENT_SRCS)) $(PB_C) $(GEN)/descriptors.c $(PKG_LIBS) -lelf -lz -lm

@@ -94,6 +94,13 @@ static size_t line_of(const yaml_node_t *n)
 	return n ? n->start_mark.line + 1 : 1;
 }
 
+/* A byte no message or path may carry: a line break would make one
+ * message two (or forge a log line), the rest garble a terminal. */
+static bool is_control(char c)
+{
+	return (unsigned char)c < 0x20 || c == 0x7f;
+}
+
 static int vfail_line(struct pctx *p, size_t line, int rc, const char *fmt, va_list ap)
 {
 	int n;
@@ -109,7 +116,7 @@ static int vfail_line(struct pctx *p, size_t line, int rc, const char *fmt, va_l
 	/* The message is one line whatever a value held (a YAML flow
 	 * scalar folds CRs into newlines): control bytes become '?'. */
 	for (char *c = p->err; *c; c++)
-		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+		if (is_control(*c))
 			*c = '?';
 	return rc;
 }
@@ -158,7 +165,7 @@ static const char *quote(char *q, size_t qlen, const char *s, size_t len)
 		if (ch == '"' || ch == '\\') {
 			q[o++] = '\\';
 			q[o++] = (char)ch;
-		} else if (ch < 0x20 || ch == 0x7f) {
+		} else if (is_control((char)ch)) {
 			q[o++] = '\\';
 			q[o++] = 'x';
 			q[o++] = hex[ch >> 4];
@@ -270,7 +277,7 @@ static int check_path(struct pctx *p, const yaml_node_t *n, const char *path, co
 	if (strlen(s) >= PATH_MAX)
 		return fail(p, n, "%s: path is longer than %d bytes", path, PATH_MAX - 1);
 	for (const char *c = s; *c; c++)
-		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+		if (is_control(*c))
 			return fail(p, n, "%s: %s contains a control character", path, Q(q, s));
 	return 0;
 }

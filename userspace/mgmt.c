@@ -1042,10 +1042,8 @@ static void on_recv(struct mcall *c, int ok)
 	}
 	uint8_t *data = NULL;
 	size_t len = 0;
-	c->recv_buf = bb;
-	int rc = pb_read_message(c->recv_buf, &data, &len);
+	int rc = pb_read_message(bb, &data, &len);
 	grpc_byte_buffer_destroy(bb);
-	c->recv_buf = NULL;
 	if (rc) {
 		call_abort(c, GRPC_STATUS_INTERNAL, "cannot read a message");
 		return;
@@ -1653,11 +1651,8 @@ static void fake_batch(struct mcall *c, const grpc_op *ops, size_t n, struct tag
 		case GRPC_OP_SEND_MESSAGE: {
 			uint8_t *data;
 			size_t len;
-			grpc_byte_buffer *saved = c->recv_buf;
-			c->recv_buf = ops[i].data.send_message.send_message;
-			if (pb_read_message(c->recv_buf, &data, &len))
+			if (pb_read_message(ops[i].data.send_message.send_message, &data, &len))
 				abort();
-			c->recv_buf = saved;
 			m->fz_sent(m->fz_arg, data, len);
 			free(data);
 			break;

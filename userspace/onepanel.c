@@ -1282,24 +1282,7 @@ static void collect_bpf(struct onepanel *op, struct metrics *m)
 		metrics_add(m, "oneshield_agent_bpf_track_full_total", (double)c.track_full, NULL);
 		metrics_add(m, "oneshield_agent_bpf_stale_tracked_total", (double)c.stale_tracked, NULL);
 	}
-	struct bpfload_prog_stat ps[8];
-	int n = proclife_prog_stats(op->pl, ps, 8);
-	if (n > 0) {
-		metrics_declare(m, "oneshield_agent_bpf_prog_runs_total", MT_COUNTER,
-				"Runs of each eBPF program (counted while kernel.bpf_stats_enabled=1).");
-		metrics_declare(m, "oneshield_agent_bpf_prog_run_seconds_total", MT_COUNTER,
-				"Time spent in each eBPF program (counted while kernel.bpf_stats_enabled=1).");
-		metrics_declare(m, "oneshield_agent_bpf_prog_recursion_misses_total", MT_COUNTER,
-				"Runs of each eBPF program the kernel skipped (events lost).");
-		for (int i = 0; i < n; i++) {
-			metrics_add(m, "oneshield_agent_bpf_prog_runs_total", (double)ps[i].run_cnt, "prog", ps[i].name,
-				    NULL);
-			metrics_add(m, "oneshield_agent_bpf_prog_run_seconds_total", (double)ps[i].run_time_ns * 1e-9,
-				    "prog", ps[i].name, NULL);
-			metrics_add(m, "oneshield_agent_bpf_prog_recursion_misses_total", (double)ps[i].recursion_misses,
-				    "prog", ps[i].name, NULL);
-		}
-	}
+	proclife_add_prog_metrics(op->pl, m);
 }
 
 int onepanel_collect(struct onepanel *op, struct metrics *m)

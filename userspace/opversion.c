@@ -118,28 +118,29 @@ static void done(void *arg, struct spawn_result *r)
 	}
 }
 
+/* The kick timer, armed by schedule(): state is VS_RUNNING. */
 static void run(void *arg)
 {
 	struct opversion *v = arg;
 	char **argv = NULL;
-	int err;
+	int err = config_split_command(v->command, v->config_file, &argv);
 
-	spawn_cancel(v->sp);
-	v->sp = NULL;
-	v->version[0] = '\0';
-	v->error[0] = '\0';
-	if (!v->command) {
-		v->state = VS_OFF;
-		return;
-	}
-	err = config_split_command(v->command, v->config_file, &argv);
-	if (!err) {
-		v->state = VS_RUNNING;
+	if (!err)
 		err = spawn_start(v->loop, argv, OPVERSION_TIMEOUT_MS, MAX_OUTPUT, done, v, &v->sp);
-	}
 	config_free_argv(argv);
 	if (err)
 		fail(v, "cannot run it: %s", strerror(-err));
+}
+
+/* Whatever was known or under way is gone; the state is now st. */
+static void forget(struct opversion *v, enum vstate st)
+{
+	loop_timer_disarm(v->kick);
+	spawn_cancel(v->sp);
+	v->sp = NULL;
+	v->state = st;
+	v->version[0] = '\0';
+	v->error[0] = '\0';
 }
 
 /* From now on the version is being found out again: what was known
@@ -147,9 +148,7 @@ static void run(void *arg)
  * loop (not from inside a journal append). */
 static void schedule(struct opversion *v)
 {
-	v->state = VS_RUNNING;
-	v->version[0] = '\0';
-	v->error[0] = '\0';
+	forget(v, VS_RUNNING);
 	if (loop_timer_arm(v->kick, 1, 0))
 		fail(v, "cannot arm a timer");
 }
@@ -214,18 +213,12 @@ int opversion_configure(struct opversion *v, const struct onepanel_config *cfg, 
 	v->command = nc;
 	v->config_file = nf;
 	v->last_logged[0] = '\0';
-	if (!nc) {
-		run(v); /* off: forgets the version */
-	} else if (running) {
+	if (!nc)
+		forget(v, VS_OFF);
+	else if (running)
 		schedule(v);
-	} else {
-		loop_timer_disarm(v->kick);
-		spawn_cancel(v->sp);
-		v->sp = NULL;
-		v->state = VS_UNKNOWN;
-		v->version[0] = '\0';
-		v->error[0] = '\0';
-	}
+	else
+		forget(v, VS_UNKNOWN);	/* until onepanel is found */
 	return 0;
 }
 

@@ -1522,19 +1522,19 @@ static int collect_mounts(struct metrics *m, const char *proc_root)
 	 * ProtectHome, PrivateTmp) the agent's own namespace has other
 	 * mounts over /home, /tmp, ... Its own is the fallback (no
 	 * CAP_SYS_PTRACE, a hidepid /proc, or a fixture without a pid 1). */
-	if (!err && snprintf(root, sizeof(root), "%s/1/root", proc_root) < (int)sizeof(root) &&
-	    snprintf(path, sizeof(path), "%s/1/mountinfo", proc_root) < (int)sizeof(path) &&
-	    !read_alloc(AT_FDCWD, path, MOUNTINFO_CAP, &mi, &mi_len) && access(root, X_OK) == 0) {
-		err = procfs_parse_mountinfo_at(mi, mi_len, fs, fs_len, root, m);
-	} else if (!err) {
-		free(mi);
-		mi = NULL;
-		if (snprintf(path, sizeof(path), "%s/self/mountinfo", proc_root) >= (int)sizeof(path))
-			err = -ENAMETOOLONG;
-		else
-			err = read_alloc(AT_FDCWD, path, MOUNTINFO_CAP, &mi, &mi_len);
+	if (!err) {
+		bool host = snprintf(root, sizeof(root), "%s/1/root", proc_root) < (int)sizeof(root) &&
+			    snprintf(path, sizeof(path), "%s/1/mountinfo", proc_root) < (int)sizeof(path) &&
+			    access(root, X_OK) == 0 && !read_alloc(AT_FDCWD, path, MOUNTINFO_CAP, &mi, &mi_len);
+		if (!host) {
+			root[0] = '\0';
+			if (snprintf(path, sizeof(path), "%s/self/mountinfo", proc_root) >= (int)sizeof(path))
+				err = -ENAMETOOLONG;
+			else
+				err = read_alloc(AT_FDCWD, path, MOUNTINFO_CAP, &mi, &mi_len);
+		}
 		if (!err)
-			err = procfs_parse_mountinfo(mi, mi_len, fs, fs_len, m);
+			err = procfs_parse_mountinfo_at(mi, mi_len, fs, fs_len, root, m);
 	}
 	free(mi);
 	free(fs);

@@ -812,6 +812,11 @@ int proclife_prog_stats(struct proclife *p, struct bpfload_prog_stat *out, size_
 	return bpfload_prog_stats(p->skel->obj, out, max);
 }
 
+int proclife_add_prog_metrics(struct proclife *p, struct metrics *m)
+{
+	return bpfload_add_prog_metrics(m, p->skel->obj);
+}
+
 int proclife_bpf_stats_enabled(void)
 {
 	char c = 0;

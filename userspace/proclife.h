@@ -147,6 +147,10 @@ int proclife_counters(struct proclife *p, struct proclife_counters *out);
  * CPU: events lost, always counted): one entry per loaded program, at most
  * max; returns how many or -errno. */
 int proclife_prog_stats(struct proclife *p, struct bpfload_prog_stat *out, size_t max);
+/* The oneshield_agent_bpf_prog_* families of those programs into m, as
+ * schedlat and sysprobe add theirs (bpfload_add_prog_metrics). */
+struct metrics;
+int proclife_add_prog_metrics(struct proclife *p, struct metrics *m);
 /* kernel.bpf_stats_enabled: 1, 0, or -errno. Stats turned on through a
  * BPF_ENABLE_STATS fd (bpf_enable_stats()) count too but do not show here. */
 int proclife_bpf_stats_enabled(void);

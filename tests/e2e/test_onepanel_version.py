@@ -101,9 +101,13 @@ def test_hello_carries_the_version(tmp_path, sim, agents, servers):  # noqa: F81
     aid = wait_connected(a)["agent_id"]
     d = srv.wait_agent(aid, lambda x: x["metrics_received"] >= 1, "a metrics report")
     assert d["hello"]["onepanel_version"] == "onepanel-sim/1.0.0"
-    m = srv.get(f"/v1/agents/{aid}/metrics").json()["snapshot"]
-    fam = [f for f in m["families"] if f["name"] == "onepanel_info"]
-    assert fam, [f["name"] for f in m["families"]]
-    assert "onepanel-sim/1.0.0" in str(fam[0])
+
+    # a report from a collection after the version was known (the first one
+    # may come from an earlier snapshot)
+    def info():
+        m = srv.get(f"/v1/agents/{aid}/metrics").json()["snapshot"] or {"families": []}
+        return next((f for f in m["families"] if f["name"] == "onepanel_info"), None)
+    fam = wait_for(info, what="onepanel_info in a report")
+    assert "onepanel-sim/1.0.0" in str(fam)
     assert mgmt_status(a)["connected"]
     assert a.stop() == 0

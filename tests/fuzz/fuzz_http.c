@@ -28,7 +28,6 @@
  *   make BUILD=build-fuzz build-fuzz/fuzz/fuzz_http
  *   build-fuzz/fuzz/fuzz_http -max_total_time=60 -max_len=8192 tests/fuzz/corpus/fuzz_http */
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -50,6 +49,8 @@
 #include "onepanel.h"
 #include "probes.h"
 #include "rest.h"
+
+#include "fuzzdir.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -83,13 +84,7 @@ static void setup(void)
 	const char *dir = MANAGED_DIR;
 	char yaml[1024], err[512], listen[32];
 	log_init(getenv("FUZZ_HTTP_VERBOSE") != NULL);
-	/* leftovers of an earlier run (its files only: the directory is flat) */
-	DIR *d = opendir(dir);
-	for (struct dirent *de; d && (de = readdir(d));)
-		if (de->d_name[0] != '.')
-			unlinkat(dirfd(d), de->d_name, 0);
-	if (d)
-		closedir(d);
+	fuzz_empty_dir(dir);	/* leftovers of an earlier run */
 	if (mkdir(dir, 0700) && errno != EEXIST)
 		die("mkdir " MANAGED_DIR);
 	snprintf(managed, sizeof(managed), "%s/onepanel.conf", dir);

@@ -55,7 +55,6 @@
  *
  *   make BUILD=build-fuzz build-fuzz/fuzz/fuzz_mgmt
  *   build-fuzz/fuzz/fuzz_mgmt -max_total_time=60 -max_len=8192 tests/fuzz/corpus/fuzz_mgmt */
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -78,6 +77,8 @@
 #include "onepanel.h"
 #include "probes.h"
 #include "spool.h"
+
+#include "fuzzdir.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -117,23 +118,13 @@ static void die(const char *what, int line)
 	abort();
 }
 
-static void empty_dir(const char *dir)
-{
-	DIR *d = opendir(dir);
-	for (struct dirent *de; d && (de = readdir(d));)
-		if (de->d_name[0] != '.')
-			unlinkat(dirfd(d), de->d_name, 0);
-	if (d)
-		closedir(d);
-}
-
 /* The spool is the process's own: gone with it (a crash leaves it for the
  * artifact to be replayed beside). */
 static void remove_spool(void)
 {
-	empty_dir(spool_events);
+	fuzz_empty_dir(spool_events);
 	rmdir(spool_events);
-	empty_dir(spool_dir);
+	fuzz_empty_dir(spool_dir);
 	rmdir(spool_dir);
 }
 
@@ -141,7 +132,7 @@ static void setup(void)
 {
 	char yaml[2048], err[512];
 	log_init(getenv("FUZZ_MGMT_VERBOSE") != NULL);
-	empty_dir(MANAGED_DIR);
+	fuzz_empty_dir(MANAGED_DIR);
 	if (mkdir(MANAGED_DIR, 0700) && errno != EEXIST)
 		die("mkdir " MANAGED_DIR, __LINE__);
 	FILE *f = fopen(MANAGED_DIR "/" MANAGED_NAME, "w");
@@ -387,7 +378,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	memset(&M, 0, sizeof(M));
-	empty_dir(spool_events);
+	fuzz_empty_dir(spool_events);
 	for (unsigned i = 0; i < data[0] % 8u; i++) {
 		struct event *e = event_new(EV_AGENT_START, EL_INFO, "fuzz event %u", i);
 		CHECK(e);

@@ -7,10 +7,13 @@
 #include <cmocka.h>
 
 #include <cJSON.h>
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "event.h"
@@ -208,18 +211,50 @@ static void test_found_runs_it(void **state)
 	metrics_free(m);
 }
 
+/* A child of this process running comm, or 0. */
+static pid_t child_named(const char *comm)
+{
+	DIR *d = opendir("/proc");
+	pid_t found = 0;
+
+	assert_non_null(d);
+	for (struct dirent *de; !found && (de = readdir(d));) {
+		char path[64], text[512], name[32];
+		int pid, ppid;
+		FILE *fp;
+
+		if (sscanf(de->d_name, "%d", &pid) != 1)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+		if (!(fp = fopen(path, "r")))
+			continue;
+		if (fgets(text, sizeof(text), fp) && sscanf(text, "%*d (%31[^)]) %*c %d", name, &ppid) == 2 &&
+		    ppid == getpid() && !strcmp(name, comm))
+			found = pid;
+		fclose(fp);
+	}
+	closedir(d);
+	return found;
+}
+
 static void test_free_while_running(void **state)
 {
 	struct fixture *f = *state;
 	char b[32];
+	pid_t pid = 0;
 
-	/* freeing kills the command (teardown; ASan and valgrind see leaks) */
+	/* freeing kills the command and reaps it */
 	f->cfg.version_command = "/bin/sleep 30";
 	assert_int_equal(opversion_configure(f->v, &f->cfg, true), 0);
 	uint64_t end = loop_now_ms() + DEADLINE_MS;
-	while (strcmp(state_of(f->v, b, sizeof(b)), "running") && loop_now_ms() < end)
+	while (!(pid = child_named("sleep")) && loop_now_ms() < end)
 		loop_run_once(f->l, 100);
-	assert_string_equal(b, "running");
+	assert_true(pid > 0);
+	assert_string_equal(state_of(f->v, b, sizeof(b)), "running");
+	opversion_free(f->v);
+	f->v = NULL;
+	assert_int_equal(kill(pid, 0), -1);	/* gone, not a zombie of ours */
+	assert_int_equal(errno, ESRCH);
 }
 
 int main(void)
