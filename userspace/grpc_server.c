@@ -40,6 +40,7 @@
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
+#include <grpc/grpc_posix.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/slice.h>
@@ -50,6 +51,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -157,6 +159,18 @@ struct gcall {
 struct grpc_api {
 	struct agent *agent;
 	char *sock_path;            /* api.grpc_socket, removed at stop */
+	/* The unix socket is ours, not gRPC's: the core loop accepts, reads
+	 * the peer's uid (SO_PEERCRED) and hands the connection to gRPC
+	 * (grpc_server_add_channel_from_fd), whose peer string for it is
+	 * "fd:N"; call_identify looks N up here (from the pump thread's
+	 * completions, so under ulock). An fd's entry is overwritten when the
+	 * number is accepted again; while a call is open on it, its
+	 * connection, and so the number, is still the one accepted. */
+	int ufd;
+	struct loop_io *uio;
+	pthread_mutex_t ulock;
+	unsigned *uids;             /* by fd: uid + 1, 0 = not ours */
+	size_t nuids;
 	grpc_server *server;
 	grpc_completion_queue *cq;
 	pthread_t pump;
@@ -1218,13 +1232,76 @@ static void handle_request(struct gcall *c, const uint8_t *data, size_t len)
 	buf_free(&b);
 }
 
+/* ---- the unix socket (api.grpc_socket) ---- */
+
+static bool unix_peer_uid(struct grpc_api *g, const char *num, unsigned *uid)
+{
+	char *end;
+	errno = 0;
+	unsigned long fd = strtoul(num, &end, 10);
+	if (errno || end == num || *end)
+		return false;
+	pthread_mutex_lock(&g->ulock);
+	bool known = fd < g->nuids && g->uids[fd];
+	if (known)
+		*uid = g->uids[fd] - 1;
+	pthread_mutex_unlock(&g->ulock);
+	return known;
+}
+
+static int unix_record(struct grpc_api *g, int fd, unsigned uid)
+{
+	pthread_mutex_lock(&g->ulock);
+	if ((size_t)fd >= g->nuids) {
+		size_t n = g->nuids ? g->nuids : 64;
+		while (n <= (size_t)fd)
+			n *= 2;
+		unsigned *u = realloc(g->uids, n * sizeof(*u));
+		if (!u) {
+			pthread_mutex_unlock(&g->ulock);
+			return -ENOMEM;
+		}
+		memset(u + g->nuids, 0, (n - g->nuids) * sizeof(*u));
+		g->uids = u;
+		g->nuids = n;
+	}
+	g->uids[fd] = uid + 1;
+	pthread_mutex_unlock(&g->ulock);
+	return 0;
+}
+
+static void unix_accept(void *arg, int lfd, uint32_t events)
+{
+	struct grpc_api *g = arg;
+	(void)events;
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				log_warn("grpc: %s: accept: %s", g->sock_path, strerror(errno));
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			return;
+		}
+		unsigned uid;
+		if (g->closing || auth_peer_uid(fd, &uid) || unix_record(g, fd, uid)) {
+			close(fd);
+			continue;
+		}
+		/* gRPC owns the fd from here, and closes it */
+		grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+		grpc_server_add_channel_from_fd(g->server, fd, creds);
+		grpc_server_credentials_release(creds);
+	}
+}
+
 /* Who is calling, decided before anything of the call is read: every
  * method needs a token (server reflection too: it maps the API for whoever
  * asks), except on the unix socket (api.grpc_socket), whose file mode is
- * the credential; gRPC's C core does not expose the peer's credentials
- * there, so the identity is "unix". A hook for TLS (issue 8 §2): with
- * client certificates, the verified subject (grpc_call_auth_context)
- * becomes the identity here ("cert:<subject>"), before the token. */
+ * the credential, and whose peer is named by its uid. A hook for TLS
+ * (issue 8 §2): with client certificates, the verified subject
+ * (grpc_call_auth_context) becomes the identity here ("cert:<subject>"),
+ * before the token. */
 static enum auth_result call_identify(struct gcall *c, const char *path, uint64_t *retry_ms)
 {
 	struct auth *au = c->g->agent->auth;
@@ -1247,12 +1324,14 @@ static enum auth_result call_identify(struct gcall *c, const char *path, uint64_
 	size_t n = e ? (size_t)(e - s) : strlen(s);
 	snprintf(c->addr, sizeof(c->addr), "%.*s", (int)(n < sizeof(c->addr) - 1 ? n : sizeof(c->addr) - 1), s);
 	auth_peer_key(c->addr, sizeof(c->addr));
-	bool is_unix = strncmp(p, "unix:", 5) == 0 || strncmp(p, "unix-abstract:", 14) == 0;
+	unsigned uid = 0;
+	bool is_unix = strncmp(p, "fd:", 3) == 0 && unix_peer_uid(c->g, p + 3, &uid);
 	gpr_free(peer);
 	if (is_unix) {
-		/* every client of the socket is the one peer "unix" */
+		/* every client of the socket is the one peer "unix" (the limits'
+		 * key, as on the REST socket); the audit names its uid */
 		snprintf(c->addr, sizeof(c->addr), "unix");
-		snprintf(c->who, sizeof(c->who), "grpc:unix");
+		snprintf(c->who, sizeof(c->who), "grpc:unix uid:%u", uid);
 		return AUTH_OK;
 	}
 	if (!au || !au->enabled)
@@ -1572,8 +1651,10 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 	g->max_request = a->cfg->api.limits.grpc_max_message_bytes; /* api.limits, read at start */
 	g->max_peer_streams = a->cfg->api.limits.max_streams_per_peer;
 	g->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	g->ufd = -1;
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_mutex_init(&g->tls_lock, NULL);
+	pthread_mutex_init(&g->ulock, NULL);
 	/* Held for a few hundred nanoseconds at a time by two threads: spin a
 	 * little before sleeping, as a sleep costs two context switches. */
 	pthread_mutexattr_t ma;
@@ -1637,29 +1718,23 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 		grpc_server_credentials_release(creds);
 	const char *sock = a->cfg->api.grpc_socket;
 	if (ok && sock) {
-		/* Plaintext: the socket file's mode is the credential. gRPC binds
-		 * it: the same stale-file rule first, a umask so it is never
-		 * wider than 0600 in between, then the configured mode. */
-		grpc_server_credentials *ucreds = grpc_insecure_server_credentials_create();
-		char uri[128];
-		snprintf(uri, sizeof(uri), "unix:%s", sock);
-		ok = auth_unix_prepare(sock, err, errlen) == 0;
-		if (ok) {
-			mode_t old = umask(0177);
-			ok = grpc_server_add_http2_port(g->server, uri, ucreds) > 0;
-			umask(old);
-			if (!ok)
-				snprintf(err, errlen, "%s: cannot listen", sock);
-			else if (chmod(sock, a->cfg->api.socket_mode) < 0)
-				ok = !snprintf(err, errlen, "%s: chmod: %s", sock, strerror(errno));
-			else
-				g->sock_path = strdup(sock);
+		/* Plaintext: the socket file's mode is the credential (the same
+		 * stale-file rule and umask as the REST socket's) */
+		g->ufd = auth_unix_listen(sock, a->cfg->api.socket_mode, err, errlen);
+		ok = g->ufd >= 0 && (g->sock_path = strdup(sock)) != NULL;
+		if (g->ufd >= 0 && !ok) {
+			close(g->ufd);
+			unlink(sock);
+			snprintf(err, errlen, "out of memory");
 		}
-		grpc_server_credentials_release(ucreds);
 	}
 	if (!ok || g->efd < 0) {
 		if (g->efd < 0)
 			snprintf(err, errlen, "cannot create an eventfd");
+		if (g->ufd >= 0) {
+			close(g->ufd);
+			unlink(g->sock_path);
+		}
 		if (g->tls_next)
 			grpc_ssl_server_certificate_config_destroy(g->tls_next);
 		pthread_mutex_destroy(&g->tls_lock);
@@ -1670,6 +1745,7 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 			close(g->efd);
 		pthread_mutex_destroy(&g->lock);
 		pthread_mutex_destroy(&g->slock);
+		pthread_mutex_destroy(&g->ulock);
 		free(g->feed);
 		free(g->sock_path);
 		free(g);
@@ -1681,7 +1757,8 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 	g->io = loop_io_add(a->loop, g->efd, EPOLLIN, drain, g);
 	if (g->io && pthread_create(&g->pump, NULL, pump, g) == 0)
 		g->pump_started = true;
-	if (!g->pump_started || journal_add_listener(a->journal, on_event, g) ||
+	if (!g->pump_started || (g->ufd >= 0 && !(g->uio = loop_io_add(a->loop, g->ufd, EPOLLIN, unix_accept, g))) ||
+	    journal_add_listener(a->journal, on_event, g) ||
 	    !(g->prepare_added = loop_add_prepare(a->loop, kick_prepare, g) == 0)) {
 		snprintf(err, errlen, "cannot attach the gRPC server to the core loop");
 		impl_stop(g);
@@ -1693,11 +1770,28 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 	return 0;
 }
 
+/* No new connections on the unix socket (those open are gRPC's to end);
+ * the file goes, so a client is refused at once rather than queued. */
+static void unix_close(struct grpc_api *g)
+{
+	loop_io_del(g->agent->loop, g->uio);
+	g->uio = NULL;
+	if (g->ufd >= 0)
+		close(g->ufd);
+	g->ufd = -1;
+	if (g->sock_path) {
+		unlink(g->sock_path);
+		free(g->sock_path);
+		g->sock_path = NULL;
+	}
+}
+
 static void impl_begin_shutdown(struct grpc_api *g)
 {
 	if (!g)
 		return;
 	g->closing = true;
+	unix_close(g);
 	pthread_mutex_lock(&g->slock);
 	g->feed_closing = true; /* the pump leaves the ends of streams to us */
 	pthread_mutex_unlock(&g->slock);
@@ -1731,6 +1825,7 @@ static void impl_stop(struct grpc_api *g)
 	if (!g)
 		return;
 	journal_remove_listener(g->agent->journal, on_event, g);
+	unix_close(g);
 	if (g->prepare_added)
 		loop_remove_prepare(g->agent->loop, kick_prepare, g);
 	if (g->pump_started) {
@@ -1776,10 +1871,8 @@ static void impl_stop(struct grpc_api *g)
 	pthread_mutex_destroy(&g->lock);
 	pthread_mutex_destroy(&g->slock);
 	free(g->q);
-	if (g->sock_path) {
-		unlink(g->sock_path);
-		free(g->sock_path);
-	}
+	pthread_mutex_destroy(&g->ulock);
+	free(g->uids);
 	free(g);
 	grpc_shutdown();
 	reflection_fini();

@@ -12,10 +12,12 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
 import subprocess
+import tempfile
 
 import grpc
 import pytest
@@ -356,11 +358,50 @@ def test_unix_sockets_need_no_token_and_are_0600(tmp_path, sim, agents):
         c.close()
         a.log.wait_line(rf"audit: config apply {res['correlation_id']} from rest:unix uid:{os.geteuid()}: applied")
         ch = grpc.insecure_channel(f"unix:{gs}")
-        st = pb_grpc.AgentStub(ch).GetStatus(pb.GetStatusRequest(), timeout=10)
-        assert st.version
+        stub = pb_grpc.AgentStub(ch)
+        assert stub.GetStatus(pb.GetStatusRequest(), timeout=10).version
+        # the gRPC socket's peer is named by its uid too (SO_PEERCRED at accept)
+        res = stub.ApplyConfig(pb.ApplyConfigRequest(
+            files=[pb.FileChange(path=sim.conf, content=conf.replace("over the unix socket", "over gRPC").encode())]), timeout=60)
+        assert res.status == "applied", res
+        a.log.wait_line(rf"audit: config apply {res.correlation_id} from grpc:unix uid:{os.geteuid()}: applied")
         ch.close()
     assert a.stop() == 0
     assert not rs.exists() and not gs.exists()
+
+
+def test_grpc_unix_peer_is_named_by_its_uid(tmp_path, sim, agents):
+    """Another local user, let in by socket_mode 666, is named by its own
+    uid in the audit line (the agent reads SO_PEERCRED when it accepts, then
+    hands the connection to gRPC)."""
+    d = tempfile.mkdtemp(prefix="oneshield-uid-")
+    try:
+        os.chmod(d, 0o755)
+        gs = os.path.join(d, "grpc.sock")
+        # the generated stubs, where uid 65534 can read them
+        out = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(pb.__file__)))))
+        shutil.copytree(out, os.path.join(d, "pb"))
+        subprocess.run(["chmod", "-R", "a+rX", d], check=True)
+        sim.start()
+        a = agents(tmp_path, agent_yaml(sim_onepanel(sim), grpc=True, api={"grpc_socket": gs, "socket_mode": "666"}))
+        a.wait_event("ONEPANEL_FOUND_MESSAGE")
+        conf = open(sim.conf).read() + 'message "from nobody";\n'
+        client = (
+            "import sys, grpc\n"
+            "from oneshield.agent.v1 import agent_pb2 as pb, agent_pb2_grpc as pb_grpc\n"
+            f"ch = grpc.insecure_channel('unix:{gs}')\n"
+            "r = pb_grpc.AgentStub(ch).ApplyConfig(pb.ApplyConfigRequest(files=[pb.FileChange(\n"
+            f"    path={sim.conf!r}, content=sys.stdin.buffer.read())]), timeout=60)\n"
+            "print(r.status, r.correlation_id)\n")
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c",
+                            client], input=conf.encode(), capture_output=True, timeout=90, cwd="/",
+                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.path.join(d, "pb")})
+        assert r.returncode == 0, r.stderr.decode()
+        status, cid = r.stdout.decode().split()
+        assert status == "applied"
+        a.log.wait_line(rf"audit: config apply {cid} from grpc:unix uid:65534: applied")
+    finally:
+        shutil.rmtree(d, True)
 
 
 def test_socket_path_that_is_not_a_socket_is_refused(tmp_path):

@@ -125,13 +125,15 @@ static void check_response(const struct buf *out, const uint8_t *req, size_t req
 	if (out->len < 7 || memcmp(out->data, "HTTP/1.", 7) != 0)
 		die("answer does not start with HTTP/1.");
 	const char *hdr_end = memmem(out->data, out->len, "\r\n\r\n", 4);
-	/* a server ignores empty lines before a request line (RFC 9112 2.2) */
-	while (reqlen && (*req == '\r' || *req == '\n')) {
-		req++;
-		reqlen--;
-	}
-	if (!hdr_end || (reqlen >= 5 && memcmp(req, "HEAD ", 5) == 0))
-		return;	/* a HEAD answer has the GET's Content-Length and no body */
+	if (!hdr_end)
+		return;
+	/* A HEAD answer has the GET's Content-Length and no body. Which method
+	 * libmicrohttpd parsed is not for this harness to guess from the raw
+	 * bytes (it skips empty lines before the request line, and a line cut
+	 * short by a NUL counts as empty), so an answer that ends with its
+	 * headers, to an input that says HEAD anywhere, is taken as HEAD's. */
+	if (hdr_end + 4 == out->data + out->len && memmem(req, reqlen, "HEAD", 4))
+		return;
 	size_t hlen = (size_t)(hdr_end - out->data);
 	const char *ct = memmem(out->data, hlen, "\r\nContent-Type: application/json", 32);
 	const char *cl = memmem(out->data, hlen, "\r\nContent-Length: ", 18);
