@@ -1724,6 +1724,7 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 		ok = g->ufd >= 0 && (g->sock_path = strdup(sock)) != NULL;
 		if (g->ufd >= 0 && !ok) {
 			close(g->ufd);
+			g->ufd = -1;
 			unlink(sock);
 			snprintf(err, errlen, "out of memory");
 		}
