@@ -714,6 +714,9 @@ static int check_api_tls(struct pctx *p, void *base, const yaml_node_t *at)
 	if (t->client_ca_file && !t->cert_file)
 		return fail(p, at, "api.tls.client_ca_file needs cert_file and key_file (client "
 			    "certificates are checked inside TLS)");
+	if (t->crl_file && !t->client_ca_file)
+		return fail(p, at, "api.tls.crl_file needs client_ca_file (it revokes client certificates "
+			    "that CA issued)");
 	return 0;
 }
 
@@ -748,6 +751,7 @@ static const struct key api_tls_keys[] = {
 	{ .name = "cert_file", .kind = K_PATH, .off = OFF(api.tls.cert_file) },
 	{ .name = "key_file", .kind = K_PATH, .off = OFF(api.tls.key_file) },
 	{ .name = "client_ca_file", .kind = K_PATH, .off = OFF(api.tls.client_ca_file) },
+	{ .name = "crl_file", .kind = K_PATH, .off = OFF(api.tls.crl_file) },
 };
 static const struct table api_tls_table = { api_tls_keys, ARRAY_SIZE(api_tls_keys), check_api_tls };
 static const struct key api_limits_keys[] = {
@@ -980,6 +984,7 @@ void config_free(struct agent_config *c)
 	free(c->api.tls.cert_file);
 	free(c->api.tls.key_file);
 	free(c->api.tls.client_ca_file);
+	free(c->api.tls.crl_file);
 	free(c->api.token_file);
 	free(c->api.rest_socket);
 	free(c->api.grpc_socket);

@@ -83,11 +83,13 @@ struct api_config {
 	size_t max_subscribers;  /* gRPC Subscribe streams; default 256, 1..10000 */
 	/* TLS for both REST and gRPC (absolute paths to PEM files, read by
 	 * tls.c at start and on SIGHUP). cert_file and key_file go together;
-	 * client_ca_file (needs them) makes client certificates required. */
+	 * client_ca_file (needs them) makes client certificates required;
+	 * crl_file (needs client_ca_file): revoked client certificates. */
 	struct api_tls_config {
 		char *cert_file;
 		char *key_file;
 		char *client_ca_file;
+		char *crl_file;
 	} tls;
 	/* A non-loopback listener without TLS, or without auth, is refused
 	 * unless this says it is meant (default false). */

@@ -816,6 +816,24 @@ static bool call_cert_subject(grpc_call *call, char *out, size_t outlen)
 	return p != NULL;
 }
 
+/* mTLS: the call's client certificate (gRPC verified its chain in the
+ * handshake) against the agent's current CRLs; true with why when it is
+ * revoked. A call without one (the unix socket) is not for this check. */
+static bool call_cert_revoked(struct grpc_api *g, grpc_call *call, char *why, size_t whylen)
+{
+	const struct tls_creds *t = g->agent->tls;
+	if (!g->mtls || !t || !t->ncrls)
+		return false;
+	grpc_auth_context *ac = grpc_call_auth_context(call);
+	if (!ac)
+		return false;
+	grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ac, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+	const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+	bool revoked = p && tls_pem_revoked(t, p->value, p->value_length, why, whylen) != 0;
+	grpc_auth_context_release(ac);
+	return revoked;
+}
+
 static void tls_reload(struct grpc_api *g);
 
 /* Journal listener: into the feed (serialized once for every subscriber).
@@ -1400,6 +1418,12 @@ static void on_new(struct gcall *c, int ok)
 	if (!batch(c, ops, 1, &c->t_close)) {
 		c->refs++;
 		unref(c);
+		return;
+	}
+	char why[160];
+	if (call_cert_revoked(g, c->call, why, sizeof(why))) {
+		log_warn("grpc: call %s refused: %s", path, why);
+		send_status(c, GRPC_STATUS_UNAUTHENTICATED, why);
 		return;
 	}
 	uint64_t retry_ms = 0;

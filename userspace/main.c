@@ -156,9 +156,10 @@ static int start_rest(const struct agent_config *c, const struct tls_creds *tls,
 static void log_tls(const struct agent_config *c, const struct tls_creds *tls)
 {
 	if (tls)
-		log_info("tls: serving %s (%s)%s%s", c->api.tls.cert_file, tls->subject,
+		log_info("tls: serving %s (%s)%s%s%s%s", c->api.tls.cert_file, tls->subject,
 			 tls->ca_pem ? "; client certificates from " : "",
-			 tls->ca_pem ? c->api.tls.client_ca_file : "");
+			 tls->ca_pem ? c->api.tls.client_ca_file : "", tls->ncrls ? ", revoked ones in " : "",
+			 tls->ncrls ? c->api.tls.crl_file : "");
 }
 
 static int start_grpc(const struct agent_config *c, struct grpc_api **out)
@@ -275,10 +276,13 @@ static void reload_config(void)
 	}
 	bool tls_changed = !tls_creds_equal(nt, A.tls);
 	/* libmicrohttpd cannot swap its credentials: new ones mean a new
-	 * daemon, which ends the open connections (event streams included). */
+	 * daemon, which ends the open connections (event streams included).
+	 * A new crl_file alone does not: REST checks each request against the
+	 * agent's current CRLs (A.tls). */
+	bool keys_changed = !tls_creds_equal_keys(nt, A.tls);
 	if (!same_str(nc->api.rest_listen, A.cfg->api.rest_listen) ||
 	    !same_str(nc->api.rest_socket, A.cfg->api.rest_socket) || nc->api.socket_mode != A.cfg->api.socket_mode ||
-	    nc->api.max_sse_clients != A.cfg->api.max_sse_clients || tls_changed ||
+	    nc->api.max_sse_clients != A.cfg->api.max_sse_clients || keys_changed ||
 	    memcmp(&nc->api.limits, &A.cfg->api.limits, sizeof(nc->api.limits)) != 0) {
 		struct rest *nr = NULL;
 		/* Stop the old listener first: the new one may want the same port. */

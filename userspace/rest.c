@@ -764,14 +764,15 @@ static const struct route *find_route(const char *url)
 }
 
 /* mTLS: the connection's client certificate, verified against
- * client_ca_file, before any request is looked at; its subject is kept in
- * q for the audit. On failure q is marked denied and why says it. */
-static bool client_cert_ok(struct MHD_Connection *c, struct req *q, char *why, size_t whylen)
+ * client_ca_file and the agent's current crl_file, before any request is
+ * looked at; its subject is kept in q for the audit. On failure q is
+ * marked denied and why says it. */
+static bool client_cert_ok(struct rest *r, struct MHD_Connection *c, struct req *q, char *why, size_t whylen)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
 	snprintf(why, whylen, "no TLS session");
 	if (ci && ci->tls_session &&
-	    tls_peer_check(ci->tls_session, q->cert_subject, sizeof(q->cert_subject), why, whylen) == 0)
+	    tls_peer_check(ci->tls_session, r->agent->tls, q->cert_subject, sizeof(q->cert_subject), why, whylen) == 0)
 		return true;
 	q->denied = true;
 	log_warn("rest: request refused: %s", why);
@@ -882,7 +883,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		buf_init(&q->body);
 		*con_cls = q;
 		char why[256];
-		if (r->mtls && !from_unix(r, c) && !client_cert_ok(c, q, why, sizeof(why)))
+		if (r->mtls && !from_unix(r, c) && !client_cert_ok(r, c, q, why, sizeof(why)))
 			return send_error(c, MHD_HTTP_FORBIDDEN, "%s", why);
 		const struct route *rt = find_route(url);
 		q->method_post = strcmp(method, "POST") == 0;

@@ -13,6 +13,8 @@ offered 1.1 before the agent's refusal is counted.
 Run: AGENT_BIN=... /usr/bin/python3 -m pytest -q tests/e2e/test_tls.py
 """
 import base64
+import http.client
+import json
 import os
 import re
 import shutil
@@ -63,6 +65,21 @@ def _signed(d, name, subj, ca, ext=None):
     _openssl(*args, cwd=d)
 
 
+def _crl(d, ca, out, revoke):
+    """out: a CRL of ca revoking the certificates named (openssl ca, with a
+    database of its own)."""
+    with open(os.path.join(d, f"{out}.cnf"), "w") as f:
+        f.write(f"[ca]\ndefault_ca = c\n[c]\ndatabase = {out}.index\ncrlnumber = {out}.crlnum\n"
+                "default_md = sha256\ndefault_crl_days = 30\n")
+    open(os.path.join(d, f"{out}.index"), "w").close()
+    with open(os.path.join(d, f"{out}.crlnum"), "w") as f:
+        f.write("1000\n")
+    ca_args = ["-config", f"{out}.cnf", "-keyfile", f"{ca}.key", "-cert", f"{ca}.pem"]
+    for name in revoke:
+        _openssl("ca", *ca_args, "-revoke", f"{name}.pem", cwd=d)
+    _openssl("ca", *ca_args, "-gencrl", "-out", out, cwd=d)
+
+
 class PKI:
     def __init__(self, d):
         self.dir = d
@@ -73,6 +90,11 @@ class PKI:
         _signed(d, "client", "/O=Example/CN=client one", "ca", "extendedKeyUsage=clientAuth\n")
         _ca(d, "other_ca", "someone else's CA")
         _signed(d, "other_client", "/CN=intruder", "other_ca", "extendedKeyUsage=clientAuth\n")
+        # CRLs (api.tls.crl_file): client two is revoked by crl.pem only
+        _signed(d, "client2", "/O=Example/CN=client two", "ca", "extendedKeyUsage=clientAuth\n")
+        _crl(d, "ca", "crl_none.pem", [])
+        _crl(d, "ca", "crl.pem", ["client2"])
+        _crl(d, "other_ca", "crl_other_ca.pem", [])
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -339,6 +361,73 @@ def test_mtls_grpc(tmp_path, pki, tls_agents):
     a.stop()
 
 
+def test_crl_refuses_a_revoked_client_certificate(tmp_path, pki, tls_agents):
+    """crl_file: a certificate the CA revoked is refused on REST (403) and
+    gRPC (UNAUTHENTICATED), with its serial in the log; others of the CA
+    are served."""
+    a = tls_agents(tmp_path, tls_yaml(pki, mtls=True, grpc=True, files={"crl_file": pki.path("crl.pem")}))
+    a.log.wait_line(r"revoked ones in .*crl\.pem")
+    ca = pki.path("ca.pem")
+    r = a.get("/v1/status", verify=ca, cert=(pki.path("client2.pem"), pki.path("client2.key")))
+    assert r.status_code == 403 and "client certificate revoked (serial " in r.json()["error"], r.text
+    assert a.get("/v1/status", verify=ca, cert=(pki.path("client.pem"), pki.path("client.key"))).status_code == 200
+    pb, pbg = stubs()
+    ch = grpc_channel(pki, a.grpc_target, client="client2")
+    with pytest.raises(grpc.RpcError) as e:
+        pbg.AgentStub(ch).GetStatus(pb.GetStatusRequest(), timeout=10)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and "revoked" in e.value.details(), e.value
+    ch.close()
+    ch = grpc_channel(pki, a.grpc_target)
+    assert pbg.AgentStub(ch).GetStatus(pb.GetStatusRequest(), timeout=10).version
+    ch.close()
+    a.log.wait_line(r"rest: request refused: client certificate revoked \(serial [0-9a-f]+\)")
+    a.log.wait_line(r"grpc: call /oneshield\.agent\.v1\.Agent/GetStatus refused: client certificate revoked")
+    a.stop()
+
+
+def test_sighup_new_crl_applies_to_open_connections(tmp_path, pki, tls_agents):
+    """A new CRL on SIGHUP refuses the revoked certificate at once, also on
+    a gRPC connection and a REST keep-alive connection opened before; REST
+    is not restarted for it (the same connection keeps serving others)."""
+    crl = tmp_path / "crl.pem"
+    shutil.copy(pki.path("crl_none.pem"), crl)
+    a = tls_agents(tmp_path, tls_yaml(pki, mtls=True, grpc=True, files={"crl_file": str(crl)}))
+    ca = pki.path("ca.pem")
+    pb, pbg = stubs()
+    ch = grpc_channel(pki, a.grpc_target, client="client2")
+    stub = pbg.AgentStub(ch)
+    assert stub.GetStatus(pb.GetStatusRequest(), timeout=10).version
+    ctx = ctx_trusting(pki, client="client2")
+    conn = http.client.HTTPSConnection("127.0.0.1", a.port, context=ctx, timeout=10)
+
+    def status():
+        """(status, body, whether the request went on the first connection)"""
+        conn.request("GET", "/v1/status", headers={"Authorization": f"Bearer {a.token}"})
+        same = conn.sock is first[0] if first else True
+        first[:] = first or [conn.sock]
+        r = conn.getresponse()
+        return r.status, r.read(), same
+
+    first = []
+    assert status()[0] == 200
+
+    shutil.copy(pki.path("crl.pem"), crl)
+    before = len(a.log.text())
+    a.proc.send_signal(signal.SIGHUP)
+    a.log.wait_line(r"configuration reloaded from")
+    with pytest.raises(grpc.RpcError) as e:
+        stub.GetStatus(pb.GetStatusRequest(), timeout=10)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED, e.value
+    ch.close()
+    code, body, same = status()
+    assert same, "the REST connection was not kept"
+    assert code == 403 and "revoked" in json.loads(body)["error"], body
+    assert "REST API listening" not in a.log.text()[before:]
+    conn.close()
+    assert a.get("/v1/status", verify=ca, cert=(pki.path("client.pem"), pki.path("client.key"))).status_code == 200
+    a.stop()
+
+
 def test_mtls_apply_audit_records_the_client_certificate(tmp_path, pki, tls_agents):
     sim = Sim(tmp_path)  # its config file and allowed dir; it need not run for a dry run
     op = "onepanel:\n" + "".join(f"  {k}: {v}\n" for k, v in sim_onepanel(sim).items())
@@ -409,10 +498,15 @@ def bad_files(tmp_path, pki):
     ("bad_pem_ca", "client_ca_file", "garbage.pem", "no PEM certificate"),
     ("missing_ca", "client_ca_file", "nope.pem", "No such file or directory"),
     ("ca_is_a_dir", "client_ca_file", ".", "not a regular file"),
+    ("bad_pem_crl", "crl_file", "garbage.pem", "no PEM CRL in it"),
+    ("crl_of_another_ca", "crl_file", "crl_other_ca.pem", "CRL 1 is not signed by a CA of client_ca_file"),
 ])
 def test_bad_tls_files_are_refused_at_start(tmp_path, pki, bad_files, case, key, name, message):
-    path = pki.path(name) if name == "client.key" else str(bad_files / name)
-    text = tls_yaml(pki, grpc=True, files={key: path})
+    path = pki.path(name) if name in ("client.key", "crl_other_ca.pem") else str(bad_files / name)
+    files = {key: path}
+    if key == "crl_file":
+        files["client_ca_file"] = pki.path("ca.pem")
+    text = tls_yaml(pki, grpc=True, files=files)
     port = int(re.search(r"rest_listen: 127\.0\.0\.1:(\d+)", text).group(1))
     for args in (("-t",), ()):
         rc, err = refused(tmp_path, text, args)

@@ -497,6 +497,10 @@ static const struct err_case err_cases[] = {
 	  "api.tls: cert_file and key_file go together (cert_file is missing)"),
 	E("tls_ca_alone", "api:\n  tls:\n    client_ca_file: /ca\n", 2,
 	  "api.tls.client_ca_file needs cert_file and key_file"),
+	E("tls_crl_without_ca", "api:\n  tls: { cert_file: /c, key_file: /k, crl_file: /crl }\n", 2,
+	  "api.tls.crl_file needs client_ca_file"),
+	E("tls_crl_relative", "api:\n  tls: { cert_file: /c, key_file: /k, client_ca_file: /ca, crl_file: c.crl }\n", 2,
+	  "api.tls.crl_file"),
 	E("tls_unknown_key", "api:\n  tls:\n    ca_file: /ca\n", 3, "unknown key \"ca_file\" in api.tls"),
 	E("tls_not_a_mapping", "api:\n  tls: on\n", 2, "api.tls: expected a mapping, got a scalar"),
 	E("tls_duplicate", "api:\n  tls:\n    cert_file: /c\n    cert_file: /d\n", 4,
@@ -939,7 +943,9 @@ static void test_api_tls(void **state)
 	c = parse_ok("api:\n  rest_listen: 0.0.0.0:9440\n  grpc_listen: \"[::]:9441\"\n  tls:\n"
 		     "    cert_file: /etc/oneshield-agent/tls/server.pem\n"
 		     "    key_file: /etc/oneshield-agent/tls/server.key\n"
-		     "    client_ca_file: /etc/oneshield-agent/tls/clients-ca.pem\n");
+		     "    client_ca_file: /etc/oneshield-agent/tls/clients-ca.pem\n"
+		     "    crl_file: /etc/oneshield-agent/tls/clients.crl\n");
+	assert_string_equal(c->api.tls.crl_file, "/etc/oneshield-agent/tls/clients.crl");
 	assert_string_equal(c->api.tls.cert_file, "/etc/oneshield-agent/tls/server.pem");
 	assert_string_equal(c->api.tls.key_file, "/etc/oneshield-agent/tls/server.key");
 	assert_string_equal(c->api.tls.client_ca_file, "/etc/oneshield-agent/tls/clients-ca.pem");
@@ -950,6 +956,7 @@ static void test_api_tls(void **state)
 	c = parse_ok("api:\n  tls: { cert_file: /c.pem, key_file: /k.pem }\n");
 	assert_string_equal(c->api.tls.cert_file, "/c.pem");
 	assert_null(c->api.tls.client_ca_file);
+	assert_null(c->api.tls.crl_file);
 	config_free(c);
 	c = parse_ok("api:\n  rest_listen: 127.1.2.3:1\n  grpc_listen: \"[::1]:2\"\n  tls: {}\n");
 	assert_null(c->api.tls.cert_file);
