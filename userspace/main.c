@@ -308,7 +308,7 @@ static void reload_config(void)
 		/* the gRPC plugin picks it up from AGENT_CONFIG_RELOADED below */
 		tls_creds_free(A.tls);
 		A.tls = nt;
-		A.tls_gen++;
+		A.tls_gen += keys_changed; /* a new CRL alone: read per call, nothing to stage */
 		log_tls(nc, nt);
 	} else {
 		tls_creds_free(nt);

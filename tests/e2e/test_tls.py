@@ -422,7 +422,8 @@ def test_sighup_new_crl_applies_to_open_connections(tmp_path, pki, tls_agents):
     code, body, same = status()
     assert same, "the REST connection was not kept"
     assert code == 403 and "revoked" in json.loads(body)["error"], body
-    assert "REST API listening" not in a.log.text()[before:]
+    after = a.log.text()[before:]
+    assert "REST API listening" not in after and "grpc: new TLS certificate" not in after, after
     conn.close()
     assert a.get("/v1/status", verify=ca, cert=(pki.path("client.pem"), pki.path("client.key"))).status_code == 200
     a.stop()
