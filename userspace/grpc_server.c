@@ -836,6 +836,21 @@ static bool call_cert_revoked(struct grpc_api *g, grpc_call *call, char *why, si
 
 static void tls_reload(struct grpc_api *g);
 
+/* After a reload (a new crl_file, maybe): the open streams whose client
+ * certificate is now revoked are ended with UNAUTHENTICATED, as a new call
+ * would be refused. (Unary calls are short; they finish.) */
+static void end_revoked_streams(struct grpc_api *g)
+{
+	char why[160];
+	for (struct gcall *c = g->calls; c; c = c->next) {
+		if ((!c->subscriber && !c->timer) || c->closed || c->status_sent ||
+		    !call_cert_revoked(g, c->call, why, sizeof(why)))
+			continue;
+		log_warn("grpc: stream %s ended: %s", c->m == M_SUBSCRIBE ? "Subscribe" : "StreamMetrics", why);
+		grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAUTHENTICATED, why, NULL);
+	}
+}
+
 /* Journal listener: into the feed (serialized once for every subscriber).
  * The idle subscribers are woken once per loop iteration (kick_prepare),
  * not once per event: a burst journaled in one go (the test generator's
@@ -848,6 +863,8 @@ static void on_event(void *arg, const struct event *e)
 	grpc_slice s = grpc_empty_slice(), old = grpc_empty_slice();
 	if (e->type == EV_AGENT_CONFIG_RELOADED && g->agent->tls_gen != g->tls_gen)
 		tls_reload(g);
+	if (e->type == EV_AGENT_CONFIG_RELOADED && g->mtls)
+		end_revoked_streams(g);
 	bool have = g->nsubscribers && event_slice(g, e, &s);
 	pthread_mutex_lock(&g->slock);
 	struct feed_ent *f = &g->feed[e->seq & (g->feed_cap - 1)];

@@ -46,6 +46,7 @@ struct sse {
 	bool suspended;
 	bool heartbeat_due;
 	bool peer_gone;       /* the client hung up while we were parked */
+	bool revoked;         /* its client certificate no longer passes: end after s->out */
 	struct loop_io *hup;  /* EPOLLRDHUP watch on the socket */
 	char addr[INET6_ADDRSTRLEN]; /* the peer (req.addr): api.limits.max_streams_per_peer */
 	struct sse *prev, *next;
@@ -443,6 +444,8 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
 	(void)pos;
 	if (s->peer_gone)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
+	if (s->revoked && s->off == s->out.len)
+		return MHD_CONTENT_READER_END_OF_STREAM;
 	if (s->off == s->out.len) {
 		buf_reset(&s->out);
 		s->off = 0;
@@ -502,9 +505,30 @@ static void sse_hup(void *arg, int fd, uint32_t events)
 	sse_resume(s);
 }
 
+/* After a reload (a new crl_file, maybe): each mTLS event stream's client
+ * certificate is checked again, as a new request would be; a stream that
+ * fails ends after a last comment saying why. */
+static void end_revoked_streams(struct rest *r)
+{
+	char subject[256], why[200];
+	for (struct sse *s = r->clients; s; s = s->next) {
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+		if (s->revoked || !ci || !ci->tls_session ||
+		    tls_peer_check(ci->tls_session, r->agent->tls, subject, sizeof(subject), why, sizeof(why)) == 0)
+			continue;
+		log_warn("rest: event stream of %s ended: %s", s->addr, why);
+		buf_printf(&s->out, ": closed: %s\n\n", why);
+		s->revoked = true;
+		sse_resume(s);
+	}
+}
+
 static void on_event(void *arg, const struct event *e)
 {
 	struct rest *r = arg;
+	if (e->type == EV_AGENT_CONFIG_RELOADED && r->mtls)
+		end_revoked_streams(r);
 	for (struct sse *s = r->clients; s; s = s->next)
 		if (!s->cur.type_mask || (s->cur.type_mask & (1ULL << e->type)))
 			sse_resume(s);

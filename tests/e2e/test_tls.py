@@ -429,6 +429,61 @@ def test_sighup_new_crl_applies_to_open_connections(tmp_path, pki, tls_agents):
     a.stop()
 
 
+def test_sighup_new_crl_ends_revoked_streams(tmp_path, pki, tls_agents):
+    """Event streams already open are checked again on SIGHUP: the revoked
+    certificate's REST event stream and gRPC Subscribe end (a last SSE
+    comment says why; UNAUTHENTICATED), the other certificate's go on and
+    carry the reload's event."""
+    crl = tmp_path / "crl.pem"
+    shutil.copy(pki.path("crl_none.pem"), crl)
+    a = tls_agents(tmp_path, tls_yaml(pki, mtls=True, grpc=True, files={"crl_file": str(crl)}))
+    pb, pbg = stubs()
+    reloaded = pb.EventType.Value("AGENT_CONFIG_RELOADED_MESSAGE")
+
+    def sse(client):
+        conn = http.client.HTTPSConnection("127.0.0.1", a.port, context=ctx_trusting(pki, client=client),
+                                           timeout=DEADLINE)
+        conn.request("GET", "/v1/events/stream", headers={"Authorization": f"Bearer {a.token}"})
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.readline().startswith(b": oneshield-agent event stream")
+        return conn, r
+
+    def subscribe(client):
+        ch = grpc_channel(pki, a.grpc_target, client=client)
+        it = pbg.AgentStub(ch).Subscribe(pb.SubscribeRequest(), timeout=DEADLINE)
+        assert next(it).seq == 1  # the stream is up
+        return ch, it
+
+    (bad_conn, bad_sse), (good_conn, good_sse) = sse("client2"), sse("client")
+    (bad_ch, bad_sub), (good_ch, good_sub) = subscribe("client2"), subscribe("client")
+    shutil.copy(pki.path("crl.pem"), crl)
+    a.proc.send_signal(signal.SIGHUP)
+
+    lines = []
+    while True:  # up to the end of the stream: the events before, then the comment
+        line = bad_sse.readline()
+        if not line:
+            break
+        lines.append(line)
+    assert lines[-2].startswith(b": closed: client certificate revoked (serial ") and lines[-1] == b"\n", lines[-3:]
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in bad_sub:
+            pass
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and "revoked" in e.value.details(), e.value
+    assert any(m.type == reloaded for m in good_sub), "the good stream ended without the reload's event"
+    while True:
+        line = good_sse.readline()
+        assert line, "the good event stream ended"
+        if line == b"event: AGENT_CONFIG_RELOADED_MESSAGE\n":
+            break
+    a.log.wait_line(r"rest: event stream of 127\.0\.0\.1 ended: client certificate revoked")
+    a.log.wait_line(r"grpc: stream Subscribe ended: client certificate revoked")
+    for c in (bad_conn, good_conn, bad_ch, good_ch):
+        c.close()
+    a.stop()
+
+
 def test_mtls_apply_audit_records_the_client_certificate(tmp_path, pki, tls_agents):
     sim = Sim(tmp_path)  # its config file and allowed dir; it need not run for a dry run
     op = "onepanel:\n" + "".join(f"  {k}: {v}\n" for k, v in sim_onepanel(sim).items())
