@@ -457,6 +457,9 @@ def test_sighup_new_crl_ends_revoked_streams(tmp_path, pki, tls_agents):
 
     (bad_conn, bad_sse), (good_conn, good_sse) = sse("client2"), sse("client")
     (bad_ch, bad_sub), (good_ch, good_sub) = subscribe("client2"), subscribe("client")
+    bad_metrics = pbg.AgentStub(bad_ch).StreamMetrics(pb.StreamMetricsRequest(name_prefix="node_load1"),
+                                                      timeout=DEADLINE)
+    assert next(bad_metrics).families  # up
     shutil.copy(pki.path("crl.pem"), crl)
     a.proc.send_signal(signal.SIGHUP)
 
@@ -471,6 +474,10 @@ def test_sighup_new_crl_ends_revoked_streams(tmp_path, pki, tls_agents):
         for _ in bad_sub:
             pass
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and "revoked" in e.value.details(), e.value
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in bad_metrics:
+            pass
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED, e.value
     assert any(m.type == reloaded for m in good_sub), "the good stream ended without the reload's event"
     while True:
         line = good_sse.readline()
@@ -479,6 +486,7 @@ def test_sighup_new_crl_ends_revoked_streams(tmp_path, pki, tls_agents):
             break
     a.log.wait_line(r"rest: event stream of 127\.0\.0\.1 ended: client certificate revoked")
     a.log.wait_line(r"grpc: stream Subscribe ended: client certificate revoked")
+    a.log.wait_line(r"grpc: stream StreamMetrics ended: client certificate revoked")
     for c in (bad_conn, good_conn, bad_ch, good_ch):
         c.close()
     a.stop()
