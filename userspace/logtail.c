@@ -88,6 +88,8 @@ struct logtail {
 	bool kicked;
 	struct loop_timer *timer;
 	uint64_t due;        /* when the timer fires, 0: disarmed */
+	unsigned batch_ms;
+	struct loop_timer *btimer; /* ends the batching window (NULL: no batching) */
 
 	int dir_wd;
 	int dir_err;         /* why the directory is not watched */
@@ -113,7 +115,7 @@ struct logtail {
 	unsigned char fp[FP_LEN];
 	size_t fplen;
 
-	uint64_t lines, bytes, truncated, discarded, rotations, truncations;
+	uint64_t lines, bytes, truncated, discarded, rotations, truncations, wakeups;
 
 	const char *logged;  /* last state logged */
 	int depth;           /* inside one of our loop callbacks */
@@ -683,6 +685,7 @@ static void destroy(struct logtail *t)
 	loop_io_del(t->l, t->iio);
 	loop_io_del(t->l, t->kio);
 	loop_timer_free(t->l, t->timer);
+	loop_timer_free(t->l, t->btimer);
 	if (t->ifd >= 0)
 		close(t->ifd);
 	if (t->kfd >= 0)
@@ -716,9 +719,24 @@ static void on_inotify(void *arg, int fd, uint32_t events)
 	(void)fd;
 	(void)events;
 	enter(t);
+	t->wakeups++;
 	drain_events(t);
 	work(t, t->per_wakeup);
+	/* a window without notifications (see "Batching" in logtail.h) */
+	if (t->btimer && !t->closing && loop_io_mod(t->l, t->iio, 0) == 0) {
+		if (loop_timer_arm(t->btimer, t->batch_ms, 0) < 0)
+			loop_io_mod(t->l, t->iio, EPOLLIN);
+	}
 	leave(t);
+}
+
+/* The window is over: notifications queued meanwhile wake on_inotify now. */
+static void on_batch_end(void *arg)
+{
+	struct logtail *t = arg;
+
+	if (loop_io_mod(t->l, t->iio, EPOLLIN) < 0)
+		log_warn("logtail %s: epoll: %s", t->path, strerror(errno));
 }
 
 static void on_kick(void *arg, int fd, uint32_t events)
@@ -776,6 +794,7 @@ int logtail_open(struct loop *l, const struct logtail_opts *o, logtail_line_fn f
 		t->per_wakeup = t->chunk;
 	t->idle_ms = o->rotate_idle_ms ? o->rotate_idle_ms : LOGTAIL_ROTATE_IDLE_MS_DEFAULT;
 	t->retry_ms = o->dir_retry_ms ? o->dir_retry_ms : LOGTAIL_DIR_RETRY_MS_DEFAULT;
+	t->batch_ms = o->batch_ms;
 
 	t->path = strdup(o->path);
 	t->line = malloc(t->max_line + 1);
@@ -810,6 +829,11 @@ int logtail_open(struct loop *l, const struct logtail_opts *o, logtail_line_fn f
 	errno = ENOMEM;
 	t->timer = loop_timer_new(l, on_timer, t);
 	if (!t->timer) {
+		err = -errno;
+		goto fail;
+	}
+	errno = ENOMEM;
+	if (t->batch_ms && !(t->btimer = loop_timer_new(l, on_batch_end, t))) {
 		err = -errno;
 		goto fail;
 	}
@@ -890,4 +914,5 @@ void logtail_get_status(const struct logtail *t, struct logtail_status *st)
 	st->inode = t->cur.fd >= 0 ? (uint64_t)t->cur.ino : 0;
 	st->offset = t->cur.fd >= 0 ? t->cur.off : 0;
 	st->pending = t->npend;
+	st->wakeups = t->wakeups;
 }

@@ -5,8 +5,8 @@
  * appearing, leaving, changing mode) and the file it reads (writes,
  * truncation, attribute changes) with its own inotify instance; nothing is
  * polled except a missing or unreadable directory, retried every
- * dir_retry_ms. Each tailer holds 3 fds (inotify, an eventfd that keeps it
- * runnable while it has a backlog, a timerfd) plus one per open log file;
+ * dir_retry_ms. Each tailer holds 4 fds (inotify, an eventfd that keeps it
+ * runnable while it has a backlog, two timerfds) plus one per open log file;
  * inotify instances count against fs.inotify.max_user_instances (128 by
  * default, per uid, root included), so ~10 tailers are cheap.
  *
@@ -59,6 +59,15 @@
  * to read the tailer keeps its eventfd readable, so the loop comes back to
  * it after serving the other ready fds, without sleeping.
  *
+ * Batching (batch_ms > 0): a writer that logs each line with its own
+ * write() (nginx without access_log buffer=) makes one notification per
+ * line. The first notification after a quiet spell is served at once;
+ * after it, the inotify fd is not watched for batch_ms, so what is written
+ * meanwhile is read in one go when the window ends (the kernel merges the
+ * queued notifications). A sparse log is thus read with no added delay,
+ * and a busy one at most 1000 / batch_ms times a second, each line at most
+ * batch_ms late.
+ *
  * Errors: a missing directory or file, or one that cannot be opened, is not
  * an error of logtail_open: the tailer reports it in its status and retries
  * when the directory changes (entries created or moved, modes changed) or,
@@ -91,6 +100,7 @@ struct logtail_opts {
 	size_t max_per_wakeup;   /* 0 = LOGTAIL_PER_WAKEUP_DEFAULT (at least read_chunk) */
 	unsigned rotate_idle_ms; /* 0 = LOGTAIL_ROTATE_IDLE_MS_DEFAULT */
 	unsigned dir_retry_ms;   /* 0 = LOGTAIL_DIR_RETRY_MS_DEFAULT */
+	unsigned batch_ms;       /* 0 = read at every notification; see "Batching" */
 };
 
 /* Called from the loop for each line; line is valid during the call only.
@@ -127,6 +137,7 @@ struct logtail_status {
 	uint64_t inode;       /* of the file being read, 0 if none */
 	uint64_t offset;      /* bytes of it consumed */
 	unsigned pending;     /* newer files opened, waiting for the current one to finish */
+	uint64_t wakeups;     /* inotify notifications served (batched ones count once) */
 };
 
 /* Accepts NULL t (all zero, state NULL). */
