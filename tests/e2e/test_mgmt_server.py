@@ -910,3 +910,36 @@ def test_bad_command_lines(tmp_path):
         assert r.returncode == 1 and "--control" in r.stderr and "in use" in r.stderr
     r = run("--ack-every", "-1")
     assert r.returncode == 2 and "--ack-every" in r.stderr
+
+
+def test_a_status_lost_to_a_gone_agent_is_one_line(capsys):
+    """The race seen in CI: the agent leaves right after its half-close and
+    grpcio fails to send the stream's final status in a task of its own.
+    The server's loop exception handler says so in one line (no traceback);
+    any other exception still gets asyncio's default report."""
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("mgmt_server_mod", SERVER)
+    spec = importlib.util.spec_from_loader("mgmt_server_mod", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+
+    class ExecuteBatchError(Exception):
+        pass
+
+    class Loop:
+        def __init__(self):
+            self.defaults = []
+
+        def default_exception_handler(self, ctx):
+            self.defaults.append(ctx)
+
+    loop = Loop()
+    mod.loop_exception(loop, {"exception": ExecuteBatchError(
+        'Failed "execute_batch": (<grpc._cython.cygrpc.SendStatusFromServerOperation object at 0x1>,)')})
+    assert loop.defaults == []
+    assert "its agent had already gone" in capsys.readouterr().err
+    other = {"exception": ValueError("a real bug")}
+    mod.loop_exception(loop, other)
+    mod.loop_exception(loop, {"message": "no exception at all"})
+    assert loop.defaults == [other, {"message": "no exception at all"}]
