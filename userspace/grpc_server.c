@@ -1763,19 +1763,15 @@ static int impl_start(struct agent *a, const char *listen, size_t max_subscriber
 		 * stale-file rule and umask as the REST socket's) */
 		g->ufd = auth_unix_listen(sock, a->cfg->api.socket_mode, err, errlen);
 		ok = g->ufd >= 0 && (g->sock_path = strdup(sock)) != NULL;
-		if (g->ufd >= 0 && !ok) {
-			close(g->ufd);
-			g->ufd = -1;
-			unlink(sock);
+		if (g->ufd >= 0 && !ok)
 			snprintf(err, errlen, "out of memory");
-		}
 	}
 	if (!ok || g->efd < 0) {
 		if (g->efd < 0)
 			snprintf(err, errlen, "cannot create an eventfd");
 		if (g->ufd >= 0) {
 			close(g->ufd);
-			unlink(g->sock_path);
+			unlink(sock);
 		}
 		if (g->tls_next)
 			grpc_ssl_server_certificate_config_destroy(g->tls_next);

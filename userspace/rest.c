@@ -527,7 +527,7 @@ static void end_revoked_streams(struct rest *r)
 static void on_event(void *arg, const struct event *e)
 {
 	struct rest *r = arg;
-	if (e->type == EV_AGENT_CONFIG_RELOADED && r->mtls)
+	if (e->type == EV_AGENT_CONFIG_RELOADED && r->mtls && r->agent->tls && r->agent->tls->ncrls)
 		end_revoked_streams(r);
 	for (struct sse *s = r->clients; s; s = s->next)
 		if (!s->cur.type_mask || (s->cur.type_mask & (1ULL << e->type)))
